@@ -1,0 +1,1 @@
+"""Application: use cases and ports. Depends only on the domain."""

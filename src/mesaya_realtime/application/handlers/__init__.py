@@ -1,0 +1,1 @@
+"""Handlers: what the gateway does with each kind of incoming domain event."""

@@ -1,0 +1,158 @@
+"""What the gateway does with a domain event: deliver it, then make stale snapshots fresh.
+
+One registry, one key: handlers are looked up by the event's catalogue entity name, the same
+key the decoder produces, so no event can be registered under one name and looked up under
+another (reference §13.1). Entities without their own entry use :data:`DEFAULT_HANDLERS`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol
+
+from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
+from mesaya_realtime.domain.catalogue import Catalogue
+from mesaya_realtime.domain.events import DomainEvent, EventDecodeError, decode_event, event_values
+from mesaya_realtime.domain.messages import Message
+
+__all__ = [
+    "DEFAULT_HANDLERS",
+    "EventContext",
+    "EventDispatcher",
+    "EventIngest",
+    "Record",
+    "Refresher",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Refresher(Protocol):
+    """Schedules refreshed list/detail snapshots for the sockets an event made stale."""
+
+    def schedule(self, event: DomainEvent, scope: list[str], users: list[str]) -> None: ...
+
+
+@dataclass(slots=True)
+class EventContext:
+    hub: Hub
+    cache: SnapshotCache
+    allowed_actions: frozenset[str]
+    metrics: Metrics = field(default_factory=NullMetrics)
+    refresher: Refresher | None = None
+
+
+EventHandler = Callable[[DomainEvent, EventContext], None]
+
+
+def deliver(event: DomainEvent, context: EventContext) -> None:
+    """Push ``<entity>.<event_type>`` to the sockets entitled to it (catalogue rule)."""
+    spec = event.entity
+    rule = spec.delivery
+    scope = event_values(event, rule.scope_paths)
+    users = event_values(event, rule.user_paths)
+    message = Message(
+        topic=event.topic,
+        entity=spec.name,
+        action=event.action,
+        resource_id=event.resource_id,
+        data=event.data,
+        metadata=event.metadata or None,
+        timestamp=event.timestamp,
+    )
+    context.hub.publish(message, context.hub.recipients(spec, scope, users))
+
+
+def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:
+    """Drop the cache entries the event made stale and schedule the refreshed pushes."""
+    context.cache.invalidate(event.entity.name, event.resource_id or None)
+    if context.refresher is not None:
+        rule = event.entity.delivery
+        context.refresher.schedule(
+            event, event_values(event, rule.scope_paths), event_values(event, rule.user_paths)
+        )
+
+
+DEFAULT_HANDLERS: tuple[EventHandler, ...] = (deliver, refresh_snapshots)
+
+
+class EventDispatcher:
+    """Runs the handlers of each event; a failing handler is logged, the next one runs."""
+
+    def __init__(
+        self,
+        context: EventContext,
+        handlers: Mapping[str, Sequence[EventHandler]] | None = None,
+    ) -> None:
+        self.context = context
+        self.handlers = dict(handlers or {})
+
+    def dispatch(self, event: DomainEvent) -> bool:
+        """Handle one event; False when the allowed-actions filter drops it."""
+        if event.action not in self.context.allowed_actions:
+            return False
+        for handler in self.handlers.get(event.entity.name, DEFAULT_HANDLERS):
+            try:
+                handler(event, self.context)
+            except Exception:
+                log.exception(
+                    "event handler failed",
+                    extra={"entity": event.entity.name, "action": event.action},
+                )
+        return True
+
+
+class Record(NamedTuple):
+    """One Kafka record as the event source hands it over."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class EventIngest:
+    """Decodes a batch of records and dispatches each event, in order.
+
+    A record that is not an event is logged with topic/partition/offset, counted and
+    skipped; the batch goes on.
+    """
+
+    def __init__(
+        self,
+        dispatcher: EventDispatcher,
+        catalogue: Catalogue,
+        topic_entities: Mapping[str, str],
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.catalogue = catalogue
+        self.topic_entities = dict(topic_entities)
+        self.metrics = metrics or NullMetrics()
+
+    def process(self, records: Sequence[Record]) -> None:
+        consumed: dict[str, int] = {}
+        for record in records:
+            consumed[record.topic] = consumed.get(record.topic, 0) + 1
+            try:
+                event = decode_event(record.topic, record.value, self.catalogue, self.topic_entities)
+            except EventDecodeError as error:
+                self.metrics.event_skipped(record.topic, error.reason)
+                log.warning(
+                    "skipped kafka record",
+                    extra={
+                        "topic": record.topic,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "reason": error.reason,
+                    },
+                )
+                continue
+            if not self.dispatcher.dispatch(event):
+                self.metrics.event_skipped(record.topic, "action not allowed")
+        for topic, count in consumed.items():
+            self.metrics.events_consumed(topic, count)

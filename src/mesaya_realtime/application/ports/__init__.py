@@ -1,0 +1,1 @@
+"""Ports: the small interfaces the application needs and infrastructure implements."""

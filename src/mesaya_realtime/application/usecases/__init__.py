@@ -1,0 +1,1 @@
+"""Use cases: connect, commands, snapshot cache, event delivery."""

@@ -1,0 +1,125 @@
+"""Client commands on an entity socket: the envelope, the action table, the replies.
+
+A frame is ``{"action": str, "topic"?: str, "payload"?: any}``. The reply to a command goes
+to the asking socket only: a list/detail message, ``system.pong``, or ``<entity>.error``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.sessions import (
+    Session,
+    detail_message,
+    error_message,
+    list_message,
+    pong_message,
+)
+from mesaya_realtime.application.usecases.snapshots import SnapshotService
+from mesaya_realtime.domain.errors import CommandError, InvalidPayload, UnsupportedAction
+from mesaya_realtime.domain.messages import Message
+from mesaya_realtime.domain.queries import DetailQuery, ListQuery
+
+__all__ = ["ActionHandler", "CommandService", "Envelope"]
+
+#: An extra action: given the session and the raw payload, the reply (or None for none).
+ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+
+_MAX_ACTION = 128
+
+
+class Envelope:
+    """A validated command frame."""
+
+    __slots__ = ("action", "payload", "topic")
+
+    def __init__(self, action: str, topic: str, payload: Any) -> None:
+        self.action = action
+        self.topic = topic
+        self.payload = payload
+
+    @classmethod
+    def parse(cls, frame: object) -> Envelope:
+        """Validate a decoded JSON frame; wrong shapes raise :class:`InvalidPayload`."""
+        if not isinstance(frame, dict):
+            raise InvalidPayload()
+        action = frame.get("action")
+        topic = frame.get("topic")
+        if not isinstance(action, str) or len(action) > _MAX_ACTION:
+            raise InvalidPayload()
+        if topic is not None and not isinstance(topic, str):
+            raise InvalidPayload()
+        return cls(action.strip().lower(), (topic or "").strip(), frame.get("payload"))
+
+
+class CommandService:
+    """Turns one command into its reply. Knows every action of every catalogue entity."""
+
+    def __init__(
+        self,
+        snapshots: SnapshotService,
+        metrics: Metrics | None = None,
+        extra_actions: Mapping[str, Mapping[str, ActionHandler]] | None = None,
+    ) -> None:
+        self.snapshots = snapshots
+        self.metrics = metrics or NullMetrics()
+        self.extra_actions = extra_actions or {}
+
+    def kind_of(self, session: Session, action: str) -> str:
+        """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``extra`` or ``unknown``."""
+        spec = session.entity
+        if action in ("ping", "subscribe", "unsubscribe"):
+            return action
+        if action in spec.list_actions:
+            return "list"
+        if action in spec.detail_actions:
+            return "detail"
+        if action in self.extra_actions.get(spec.name, {}):
+            return "extra"
+        return "unknown"
+
+    async def handle(self, session: Session, envelope: Envelope) -> Message | None:
+        """The reply to one command, or None when the command has none."""
+        spec = session.entity
+        action = envelope.action
+        kind = self.kind_of(session, action)
+        try:
+            if kind == "ping":
+                return pong_message()
+            if kind in ("subscribe", "unsubscribe"):
+                return self._subscription(session, kind, envelope.topic)
+            if kind == "list":
+                query = ListQuery.from_payload(envelope.payload)
+                session.list_query = query
+                data = await self.snapshots.get_list(spec, session.principal, session.section, query)
+                reply: Message | None = list_message(spec.name, session.section, query, data)
+            elif kind == "detail":
+                detail = DetailQuery.from_payload(envelope.payload)
+                data = await self.snapshots.get_detail(spec, session.principal, detail.resource_id)
+                session.detail_ids.add(detail.resource_id)
+                reply = detail_message(spec, session.section, detail.resource_id, data)
+            elif kind == "extra":
+                reply = await self.extra_actions[spec.name][action](session, envelope.payload)
+            else:
+                raise UnsupportedAction()
+        except CommandError as error:
+            self.metrics.command(spec.name, kind, "error")
+            label = kind if kind in ("list", "detail") else ("unknown" if kind == "unknown" else action)
+            return error_message(spec.name, session.section, label, error.reason)
+        self.metrics.command(spec.name, kind, "ok")
+        return reply
+
+    def _subscription(self, session: Session, kind: str, topic: str) -> Message | None:
+        """Subscribe/unsubscribe, limited to the socket's own entity's topics."""
+        spec = session.entity
+        if not topic.startswith(f"{spec.name}.") or len(topic) > _MAX_ACTION:
+            self.metrics.command(spec.name, kind, "error")
+            return error_message(spec.name, session.section, kind, "topic not allowed")
+        if kind == "subscribe":
+            session.topics.add(topic)
+        else:
+            session.topics.discard(topic)
+        self.metrics.command(spec.name, kind, "ok")
+        return None

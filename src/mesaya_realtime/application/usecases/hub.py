@@ -1,0 +1,102 @@
+"""The hub: who is connected, indexed for delivery, and the fan-out of one message.
+
+The hot path is :meth:`Hub.publish`: encode once, then for each entitled session a set
+lookup (is the topic subscribed?) and a non-blocking write of the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from mesaya_realtime.application.ports.connections import Framer
+from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.catalogue import EntitySpec, Visibility
+from mesaya_realtime.domain.messages import Message, encode
+
+__all__ = ["Hub"]
+
+_Index = dict[int, Session]
+
+
+class Hub:
+    def __init__(self, framer: Framer, metrics: Metrics | None = None) -> None:
+        self._framer = framer
+        self._metrics = metrics or NullMetrics()
+        self._by_entity: dict[str, _Index] = {}
+        self._by_section: dict[tuple[str, str], _Index] = {}
+        self._by_user: dict[tuple[str, str], _Index] = {}
+        self._wildcard: dict[str, _Index] = {}
+
+    def __len__(self) -> int:
+        return sum(len(index) for index in self._by_entity.values())
+
+    def count(self, entity: str) -> int:
+        return len(self._by_entity.get(entity, ()))
+
+    def _indexes(self, session: Session) -> list[tuple[dict[Any, _Index], Any]]:
+        entity = session.entity.name
+        places: list[tuple[dict[Any, _Index], Any]] = [
+            (self._by_entity, entity),
+            (self._by_user, (entity, session.principal.user_id)),
+        ]
+        if session.is_wildcard:
+            places.append((self._wildcard, entity))
+        else:
+            places.append((self._by_section, (entity, session.section)))
+        return places
+
+    def add(self, session: Session) -> None:
+        for index, key in self._indexes(session):
+            index.setdefault(key, {})[session.id] = session
+        self._metrics.socket_opened(session.entity.name)
+
+    def remove(self, session: Session) -> None:
+        removed = False
+        for index, key in self._indexes(session):
+            bucket = index.get(key)
+            if bucket is not None and bucket.pop(session.id, None) is not None:
+                removed = True
+                if not bucket:
+                    del index[key]
+        if removed:
+            self._metrics.socket_closed(session.entity.name)
+
+    def sessions(self, entity: str) -> Iterable[Session]:
+        return tuple(self._by_entity.get(entity, {}).values())
+
+    def section_sessions(self, entity: str, section: str) -> Iterable[Session]:
+        return tuple(self._by_section.get((entity, section), {}).values())
+
+    def recipients(
+        self, spec: EntitySpec, scope_values: Iterable[str], user_ids: Iterable[str]
+    ) -> Iterable[Session]:
+        """The sessions of ``spec`` entitled to an event with these scope and user values."""
+        entity = spec.name
+        rule = spec.delivery
+        if rule.visibility is Visibility.PUBLIC:
+            return self._by_entity.get(entity, {}).values()
+        chosen: dict[int, Session] = dict(self._wildcard.get(entity, {}))
+        private = rule.visibility is Visibility.PRIVATE
+        for value in scope_values:
+            for session in self._by_section.get((entity, value), {}).values():
+                if not private or session.principal.audience != "user":
+                    chosen[session.id] = session
+        if private:
+            for user_id in user_ids:
+                chosen.update(self._by_user.get((entity, user_id), {}))
+        return chosen.values()
+
+    def publish(self, message: Message, recipients: Iterable[Session]) -> int:
+        """Send ``message`` to every recipient subscribed to its topic; returns the count."""
+        frame = self._framer(encode(message))
+        topic = message.topic
+        sent = 0
+        for session in recipients:
+            if topic in session.topics:
+                session.connection.send_frame(frame)
+                sent += 1
+        if sent:
+            self._metrics.delivered(message.entity, sent)
+        return sent

@@ -1,0 +1,127 @@
+"""A connected client session and the messages the gateway builds for it."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesaya_realtime.application.ports.connections import Connection
+from mesaya_realtime.domain.catalogue import EntitySpec
+from mesaya_realtime.domain.identity import Principal
+from mesaya_realtime.domain.messages import Message, encode, topic_of
+from mesaya_realtime.domain.queries import ListQuery
+
+__all__ = [
+    "WILDCARD_SECTION",
+    "Session",
+    "base_topics",
+    "connected_message",
+    "detail_message",
+    "error_message",
+    "list_message",
+    "pong_message",
+]
+
+#: The section an ADMIN connects to in order to watch an entity across all sections.
+WILDCARD_SECTION = "*"
+
+_ids = itertools.count(1)
+
+
+def base_topics(entity: str, allowed_actions: Iterable[str]) -> list[str]:
+    """The topics a socket starts with (reference §5.3), de-duplicated, in order."""
+    topics: list[str] = []
+    for action in ("snapshot", "list", "detail", "error", *allowed_actions):
+        topic = topic_of(entity, action.strip().lower())
+        if topic and topic not in topics:
+            topics.append(topic)
+    return topics
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One socket: who it is, what it looks at and which topics it receives."""
+
+    connection: Connection
+    principal: Principal
+    entity: EntitySpec
+    section: str
+    topics: set[str]
+    id: int = field(default_factory=lambda: next(_ids))
+    #: The last list query and the detail ids this socket asked for, for refreshes.
+    list_query: ListQuery | None = None
+    detail_ids: set[str] = field(default_factory=set)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.section == WILDCARD_SECTION
+
+    def send(self, message: Message) -> None:
+        self.connection.send(encode(message))
+
+
+def connected_message(session: Session, topics: list[str]) -> Message:
+    principal = session.principal
+    return Message(
+        topic="system.connected",
+        entity="system",
+        action="connected",
+        data={
+            "allowedTopics": topics,
+            "entity": session.entity.name,
+            "roles": list(principal.roles) if principal.roles is not None else None,
+            "sectionId": session.section,
+        },
+        metadata={
+            "sectionId": session.section,
+            "sessionId": principal.session_id,
+            "userId": principal.user_id,
+        },
+    )
+
+
+def pong_message() -> Message:
+    return Message(topic="system.pong", entity="system", action="pong")
+
+
+def list_message(entity: str, section: str, query: ListQuery, data: Any, origin: str = "request") -> Message:
+    metadata = query.metadata()
+    metadata["sectionId"] = section
+    metadata["origin"] = origin
+    return Message(
+        topic=f"{entity}.list",
+        entity=entity,
+        action="list",
+        resource_id=section,
+        data=data,
+        metadata=metadata,
+    )
+
+
+def detail_message(
+    spec: EntitySpec, section: str, resource_id: str, data: Any, origin: str = "request"
+) -> Message:
+    return Message(
+        topic=f"{spec.name}.detail",
+        entity=spec.name,
+        action="detail",
+        resource_id=resource_id,
+        data=data,
+        metadata={"sectionId": section, spec.detail_id_key: resource_id, "origin": origin},
+    )
+
+
+def error_message(entity: str, section: str, action: str, reason: str) -> Message:
+    metadata = {"action": action, "sectionId": section}
+    if reason:
+        metadata["reason"] = reason
+    return Message(
+        topic=f"{entity}.error",
+        entity=entity,
+        action="error",
+        resource_id=section,
+        data={"error": reason},
+        metadata=metadata,
+    )

@@ -1,0 +1,209 @@
+"""The composition root: the one place that picks concrete adapters and wires them.
+
+>>> gateway = build_gateway(load_settings())        # doctest: +SKIP
+>>> await gateway.start()                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aiohttp import web
+
+from mesaya_realtime.application.handlers.events import (
+    EventContext,
+    EventDispatcher,
+    EventIngest,
+    Record,
+)
+from mesaya_realtime.application.usecases.commands import CommandService
+from mesaya_realtime.application.usecases.connect import ConnectUseCase
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
+from mesaya_realtime.application.usecases.snapshots import SnapshotService
+from mesaya_realtime.config import ConfigError, Settings
+from mesaya_realtime.domain.catalogue import CATALOGUE, Catalogue
+from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
+from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
+from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
+from mesaya_realtime.infrastructure.rest_client import RestSnapshotClient
+from mesaya_realtime.interface.frames import text_frame
+from mesaya_realtime.interface.http import GatewayServices, create_app
+
+__all__ = ["EventSource", "Gateway", "build_gateway", "build_verifier"]
+
+log = logging.getLogger(__name__)
+
+
+class EventSource(Protocol):
+    def start(self) -> None: ...
+    async def stop(self) -> None: ...
+    def status(self) -> dict[str, object]: ...
+
+
+EventSourceFactory = Callable[[Callable[[list[Record]], None]], EventSource]
+
+
+def build_verifier(settings: Settings) -> JwtVerifier:
+    """The token verifier; an unparsable ``JWT_PUBLIC_KEY`` is a start-up error."""
+    public_key = None
+    if settings.jwt_public_key:
+        try:
+            public_key = load_rsa_public_key(settings.jwt_public_key)
+        except ValueError as error:
+            raise ConfigError(
+                f"invalid configuration: JWT_PUBLIC_KEY: not a PEM RSA public key ({error})"
+            ) from None
+    return JwtVerifier(
+        secret=settings.jwt_secret or None,
+        public_key=public_key,
+        issuer=settings.jwt_issuer or None,
+        audience=settings.jwt_audience or None,
+        require_exp=settings.jwt_require_exp,
+    )
+
+
+def topic_entities(settings: Settings, catalogue: Catalogue) -> dict[str, str]:
+    """Kafka topic -> entity from ``WS_ENTITY_TOPICS``; unknown entity names are an error."""
+    mapping: dict[str, str] = {}
+    for raw, topics in settings.entity_topics.items():
+        spec = catalogue.resolve(raw)
+        if spec is None:
+            raise ConfigError(f"invalid configuration: WS_ENTITY_TOPICS: unknown entity {raw!r}")
+        for topic in topics:
+            mapping.setdefault(topic, spec.name)
+    return mapping
+
+
+@dataclass
+class Gateway:
+    """Everything one gateway process runs; :meth:`start` and :meth:`stop` it."""
+
+    settings: Settings
+    metrics: PrometheusMetrics
+    hub: Hub
+    cache: SnapshotCache
+    rest: RestSnapshotClient
+    snapshots: SnapshotService
+    commands: CommandService
+    dispatcher: EventDispatcher
+    ingest: EventIngest
+    app: web.Application
+    source_factory: EventSourceFactory | None
+    source: EventSource | None = None
+    _runner: web.AppRunner | None = field(default=None, repr=False)
+    port: int = 0
+
+    def readiness(self) -> dict[str, object]:
+        if self.source is None:
+            return {"ready": True, "events": "disabled"}
+        state = self.source.status()
+        return {"ready": bool(state.get("ready")), "events": state}
+
+    async def start(self) -> None:
+        """Listen on ``HOST:PORT`` and start the event source (ready or not)."""
+        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
+        )
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+        if self.source_factory is not None:
+            self.source = self.source_factory(self.ingest.process)
+            self.source.start()
+        log.info("gateway listening", extra={"host": self.settings.host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self.source is not None:
+            await self.source.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.rest.close()
+
+
+def build_gateway(
+    settings: Settings,
+    *,
+    source_factory: EventSourceFactory | None = None,
+    catalogue: Catalogue = CATALOGUE,
+) -> Gateway:
+    """Wire a gateway. Without ``source_factory``, Kafka is used when ``KAFKA_ENABLED``."""
+    metrics = PrometheusMetrics()
+    verifier = build_verifier(settings)
+    mapping = topic_entities(settings, catalogue)
+    hub = Hub(text_frame, metrics)
+    cache = SnapshotCache(
+        max_entries=settings.snapshot_cache_max_entries,
+        ttl_seconds=settings.snapshot_cache_ttl,
+        metrics=metrics,
+    )
+    rest = RestSnapshotClient(
+        settings.rest_base_url,
+        timeout=settings.rest_timeout,
+        max_connections=settings.rest_max_connections,
+        metrics=metrics,
+    )
+    snapshots = SnapshotService(rest, cache)
+    commands = CommandService(snapshots, metrics)
+    dispatcher = EventDispatcher(
+        EventContext(
+            hub=hub,
+            cache=cache,
+            allowed_actions=frozenset(settings.allowed_actions),
+            metrics=metrics,
+        )
+    )
+    ingest = EventIngest(dispatcher, catalogue, mapping, metrics)
+
+    if source_factory is None and settings.kafka_enabled:
+        topics = tuple(dict.fromkeys(mapping))
+
+        def kafka_factory(on_batch: Callable[[list[Record]], None]) -> EventSource:
+            return KafkaEventSource(
+                KafkaSourceConfig(
+                    brokers=settings.broker_list,
+                    topics=topics,
+                    group_id=f"{settings.kafka_group_id}-{settings.node_id}",
+                ),
+                asyncio.get_running_loop(),
+                on_batch,
+                on_lag=metrics.lag,
+            )
+
+        source_factory = kafka_factory
+
+    services = GatewayServices(
+        connect=ConnectUseCase(catalogue, verifier, settings.ws_default_entity),
+        commands=commands,
+        hub=hub,
+        metrics=metrics,
+        allowed_actions=settings.allowed_actions,
+        max_message_bytes=settings.ws_max_message_bytes,
+        send_buffer_bytes=settings.ws_send_buffer_bytes,
+        heartbeat=settings.ws_heartbeat,
+        max_inflight_commands=settings.ws_max_inflight_commands,
+        render_metrics=metrics.render,
+        readiness=lambda: gateway.readiness(),
+    )
+    app = create_app(services)
+    gateway = Gateway(
+        settings=settings,
+        metrics=metrics,
+        hub=hub,
+        cache=cache,
+        rest=rest,
+        snapshots=snapshots,
+        commands=commands,
+        dispatcher=dispatcher,
+        ingest=ingest,
+        app=app,
+        source_factory=source_factory,
+    )
+    return gateway

@@ -1,0 +1,219 @@
+"""Configuration from environment variables (reference §11 names and defaults).
+
+A ``.env`` file in the working directory fills gaps but never overrides the real environment.
+A wrong value fails at start-up with :class:`ConfigError` naming the variable::
+
+    settings = load_settings()          # reads os.environ and .env
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ConfigError", "Settings", "load_settings", "parse_duration", "parse_entity_topics"]
+
+DEFAULT_ALLOWED_ACTIONS = (
+    "created,updated,deleted,status_changed,user_signed_up,user_logged_in,roles_updated,permissions_updated"
+)
+
+DEFAULT_ENTITY_TOPICS = (
+    "restaurants:mesa-ya.restaurants.events,"
+    "sections:mesa-ya.sections.events,"
+    "tables:mesa-ya.tables.events,"
+    "objects:mesa-ya.objects.events,"
+    "section-objects:mesa-ya.section-objects.events,"
+    "menus:mesa-ya.menus.events,"
+    "reviews:mesa-ya.reviews.events,"
+    "images:mesa-ya.images.events,"
+    "reservations:mesa-ya.reservations.events,"
+    "payments:mesa-ya.payments.events,"
+    "subscriptions:mesa-ya.subscriptions.events,"
+    "auth:mesa-ya.auth.events,"
+    "owner-upgrades:mesa-ya.owner-upgrade.events"
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Go duration (``10s``, ``1m30s``, ``500ms``) or a number of seconds.
+
+    >>> parse_duration("1m30s"), parse_duration("250ms"), parse_duration("7")
+    (90.0, 0.25, 7.0)
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().strip("\"'")
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if not parts or "".join(n + u for n, u in parts) != text:
+                raise ValueError(f"not a duration: {value!r}") from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    else:
+        raise ValueError(f"not a duration: {value!r}")
+    if seconds <= 0:
+        raise ValueError("must be positive")
+    return seconds
+
+
+def parse_entity_topics(value: str) -> dict[str, tuple[str, ...]]:
+    """``entity:topicA|topicB,entity2:topicC`` -> ``{entity: (topics...)}``.
+
+    >>> parse_entity_topics("tables:mesa-ya.tables.events, menus:a|b")
+    {'tables': ('mesa-ya.tables.events',), 'menus': ('a', 'b')}
+    """
+    mapping: dict[str, tuple[str, ...]] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        entity, sep, topics = item.partition(":")
+        names = tuple(t.strip() for t in topics.split("|") if t.strip())
+        if not sep or not entity.strip() or not names:
+            raise ValueError(f"expected entity:topic[|topic...], got {item!r}")
+        mapping[entity.strip().lower()] = names
+    if not mapping:
+        raise ValueError("no entity:topic pairs")
+    return mapping
+
+
+def _unquote(value: object) -> object:
+    return value.strip().strip("\"'") if isinstance(value, str) else value
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway; the field name upper-cased is the variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    kafka_enabled: bool = True
+    kafka_brokers: str = Field(
+        default="localhost:9092", validation_alias=AliasChoices("KAFKA_BROKERS", "KAFKA_BROKER")
+    )
+    kafka_group_id: str = "realtime-group"
+    ws_entity_topics: str = DEFAULT_ENTITY_TOPICS
+    ws_allowed_actions: str = DEFAULT_ALLOWED_ACTIONS
+    ws_default_entity: str = "restaurants"
+
+    rest_base_url: str = "http://localhost:3000"
+    rest_timeout: float = 10.0
+    rest_max_connections: int = Field(default=100, ge=1)
+
+    jwt_secret: str = ""
+    jwt_public_key: str = ""
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_require_exp: bool = False
+
+    log_level: str = "info"
+    log_format: Literal["json", "text"] = "json"
+
+    snapshot_cache_ttl: float = 30.0
+    snapshot_cache_max_entries: int = Field(default=10_000, ge=1)
+
+    ws_max_message_bytes: int = Field(default=65_536, ge=256)
+    ws_send_buffer_bytes: int = Field(default=1_048_576, ge=4096)
+    ws_heartbeat: float = 30.0
+    ws_max_inflight_commands: int = Field(default=32, ge=1)
+
+    node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+
+    @field_validator("rest_timeout", "snapshot_cache_ttl", "ws_heartbeat", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @field_validator("rest_base_url", "jwt_secret", "jwt_public_key", mode="before")
+    @classmethod
+    def _strip_quotes(cls, value: object) -> object:
+        return _unquote(value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: object) -> object:
+        # The reference treats anything but "json" as text.
+        return "json" if str(value).strip().lower() == "json" else "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: object) -> str:
+        level = str(value).strip().lower()
+        aliases = {"dbg": "debug", "trace": "debug", "warning": "warn", "err": "error"}
+        level = aliases.get(level, level)
+        if level not in ("debug", "info", "warn", "error"):
+            raise ValueError("expected debug, info, warn or error")
+        return level
+
+    @field_validator("rest_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(f"invalid REST_BASE_URL: {value!r} needs a scheme and a host")
+        return value.rstrip("/")
+
+    @field_validator("ws_entity_topics")
+    @classmethod
+    def _topics(cls, value: str) -> str:
+        parse_entity_topics(value)
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_key(self) -> Settings:
+        if not self.jwt_secret and not self.jwt_public_key:
+            raise ValueError("JWT_SECRET is required (or JWT_PUBLIC_KEY for RS256)")
+        return self
+
+    @property
+    def entity_topics(self) -> dict[str, tuple[str, ...]]:
+        return parse_entity_topics(self.ws_entity_topics)
+
+    @property
+    def allowed_actions(self) -> tuple[str, ...]:
+        actions: list[str] = []
+        for raw in self.ws_allowed_actions.split(","):
+            action = raw.strip().lower()
+            if action and action not in actions:
+                actions.append(action)
+        return tuple(actions) or ("created", "updated", "deleted", "snapshot")
+
+    @property
+    def broker_list(self) -> str:
+        return ",".join(b.strip() for b in self.kafka_brokers.split(",") if b.strip())
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """Read the settings, turning validation errors into one :class:`ConfigError`."""
+    try:
+        return Settings(**dict(overrides or {}))
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            name = ".".join(str(part) for part in item["loc"]).upper() or "configuration"
+            message = str(item["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,1 @@
+"""Domain: the catalogue, messages, queries and identities. Imports no framework."""

@@ -1,0 +1,492 @@
+"""The entity catalogue: the one declarative table every other part reads.
+
+Each :class:`EntitySpec` says, for one WebSocket entity, how URLs name it, which command
+names it answers, who may connect, which REST endpoints serve its snapshots, which Kafka
+topics and subtypes feed it, and which sockets an event of it may reach.
+
+Adding an entity is one entry in :data:`ENTITIES` plus tests::
+
+    spec = CATALOGUE.resolve("Table")      # -> the ``tables`` entry
+    spec.list_actions                       # ('list_tables', 'list', 'fetch_all')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+
+__all__ = [
+    "ADMIN",
+    "ALL_ROLES",
+    "CATALOGUE",
+    "DEFAULT_ENTITY_ALIASES",
+    "ENTITIES",
+    "OWNER",
+    "USER",
+    "Catalogue",
+    "DeliveryRule",
+    "EntitySpec",
+    "RestVariant",
+    "Visibility",
+]
+
+ADMIN = "ADMIN"
+OWNER = "OWNER"
+USER = "USER"
+ALL_ROLES: frozenset[str] = frozenset({ADMIN, OWNER, USER})
+STAFF_ROLES: frozenset[str] = frozenset({ADMIN, OWNER})
+ADMIN_ONLY: frozenset[str] = frozenset({ADMIN})
+
+#: URL entity segments that mean "the configured default entity" (``WS_DEFAULT_ENTITY``).
+#: ``section`` is the legacy singular route ``/ws/section/{id}`` (see docs/COMPATIBILITY.md).
+DEFAULT_ENTITY_ALIASES: frozenset[str] = frozenset({"", "-", "default", "section"})
+
+
+class Visibility(Enum):
+    """Which sockets of an entity an event may reach."""
+
+    #: Every socket of the entity (public catalogue data such as restaurants).
+    PUBLIC = "public"
+    #: Sockets whose section equals one of the event's scope values (``data.sectionId`` ...).
+    SCOPED = "scoped"
+    #: Like SCOPED for staff (OWNER/ADMIN); a USER only receives events that are their own.
+    PRIVATE = "private"
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRule:
+    """The event-scoping rule of one entity.
+
+    ``scope_paths`` are dotted paths into the event (``data.sectionId``,
+    ``metadata.restaurant_id``) whose values are compared with a socket's section.
+    ``user_paths`` name the user an event belongs to (for :attr:`Visibility.PRIVATE`).
+    ADMIN sockets on the wildcard section receive every event of the entity.
+    """
+
+    visibility: Visibility
+    scope_paths: tuple[str, ...] = ()
+    user_paths: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RestVariant:
+    """REST endpoints of one entity for one audience.
+
+    ``list_path`` may contain ``{section}``; ``detail_path`` contains ``{id}``. Filter keys are
+    lower-cased, then looked up in ``filter_aliases``; an alias to ``""`` drops the filter.
+    ``section_query_key`` adds ``<key>=<section>`` to list calls.
+    """
+
+    list_path: str
+    detail_path: str
+    filter_aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    section_query_key: str | None = None
+    #: True when the upstream answer does not depend on who asks (public data), so one cache
+    #: entry may serve every user of the same audience. False keys the cache by user.
+    shared: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class EntitySpec:
+    """Everything the gateway knows about one WebSocket entity."""
+
+    name: str
+    aliases: tuple[str, ...]
+    plural: str
+    singular: str
+    roles: frozenset[str] | None
+    detail_id_key: str
+    rest: RestVariant | None
+    owner_rest: RestVariant | None = None
+    kafka_topics: tuple[str, ...] = ()
+    #: ``entity_subtype`` values of a shared topic that belong to this entity.
+    kafka_subtypes: tuple[str, ...] = ()
+    delivery: DeliveryRule = DeliveryRule(Visibility.PUBLIC)
+    legacy_actions: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def list_actions(self) -> tuple[str, ...]:
+        extra = tuple(f"list_{plural}" for plural, _ in self.legacy_actions)
+        return (f"list_{self.plural}", "list", "fetch_all", *extra)
+
+    @property
+    def detail_actions(self) -> tuple[str, ...]:
+        extra = tuple(f"get_{singular}" for _, singular in self.legacy_actions)
+        return (f"get_{self.singular}", "detail", "fetch_one", *extra)
+
+    def rest_variant(self, audience: str) -> RestVariant | None:
+        """The REST endpoints for an audience (``admin``, ``owner`` or ``user``)."""
+        if audience == "owner" and self.owner_rest is not None:
+            return self.owner_rest
+        return self.rest
+
+    def allows(self, roles: tuple[str, ...]) -> bool:
+        """Role policy: any role of the token in the entity's allowed set (upper-cased)."""
+        if self.roles is None:
+            return True
+        return any(role.upper() in self.roles for role in roles)
+
+
+def _aliases(mapping: dict[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(mapping)
+
+
+_RESTAURANT_ALIAS = {"restaurantid": "restaurantId"}
+_API = "/api/v1"
+
+
+def _rest(resource: str, aliases: dict[str, str] | None = None, **extra: object) -> RestVariant:
+    return RestVariant(
+        list_path=f"{_API}/{resource}",
+        detail_path=f"{_API}/{resource}/{{id}}",
+        filter_aliases=_aliases(aliases or {}),
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+ENTITIES: tuple[EntitySpec, ...] = (
+    EntitySpec(
+        name="restaurants",
+        aliases=("restaurant", "restaurants"),
+        plural="restaurants",
+        singular="restaurant",
+        roles=ALL_ROLES,
+        detail_id_key="restaurantId",
+        rest=_rest("restaurants"),
+        owner_rest=RestVariant(
+            list_path=f"{_API}/restaurants/me",
+            detail_path=f"{_API}/restaurants/{{id}}",
+            shared=False,
+        ),
+        kafka_topics=("mesa-ya.restaurants.events",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+    ),
+    EntitySpec(
+        name="tables",
+        aliases=("table", "tables"),
+        plural="tables",
+        singular="table",
+        roles=ALL_ROLES,
+        detail_id_key="tableId",
+        rest=_rest("tables", {**_RESTAURANT_ALIAS, "sectionid": "sectionId"}, section_query_key="sectionId"),
+        owner_rest=RestVariant(
+            list_path=f"{_API}/tables/section/{{section}}",
+            detail_path=f"{_API}/tables/{{id}}",
+            filter_aliases=_aliases({**_RESTAURANT_ALIAS, "sectionid": "sectionId"}),
+            shared=False,
+        ),
+        kafka_topics=("mesa-ya.tables.events",),
+        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.sectionId",)),
+    ),
+    EntitySpec(
+        name="reservations",
+        aliases=("reservation", "reservations"),
+        plural="reservations",
+        singular="reservation",
+        roles=ALL_ROLES,
+        detail_id_key="reservationId",
+        rest=_rest(
+            "reservations",
+            {"status": "status", **_RESTAURANT_ALIAS, "date": "date"},
+            shared=False,
+        ),
+        owner_rest=_rest(
+            "reservations",
+            {"status": "status", **_RESTAURANT_ALIAS, "date": "date", "ownerid": ""},
+            section_query_key="restaurantId",
+            shared=False,
+        ),
+        kafka_topics=("mesa-ya.reservations.events",),
+        delivery=DeliveryRule(
+            Visibility.PRIVATE,
+            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
+            user_paths=("data.userId", "metadata.user_id"),
+        ),
+    ),
+    EntitySpec(
+        name="reviews",
+        aliases=("review", "reviews"),
+        plural="reviews",
+        singular="review",
+        roles=ALL_ROLES,
+        detail_id_key="reviewId",
+        rest=_rest("reviews"),
+        kafka_topics=("mesa-ya.reviews.events",),
+        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+    ),
+    EntitySpec(
+        name="sections",
+        aliases=("sections",),
+        plural="sections",
+        singular="section",
+        roles=ALL_ROLES,
+        detail_id_key="resourceSectionId",
+        rest=_rest("sections", dict(_RESTAURANT_ALIAS)),
+        owner_rest=_rest("sections", dict(_RESTAURANT_ALIAS), section_query_key="restaurantId", shared=False),
+        kafka_topics=("mesa-ya.sections.events",),
+        delivery=DeliveryRule(
+            Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id", "data.id")
+        ),
+    ),
+    EntitySpec(
+        name="objects",
+        aliases=("object", "objects"),
+        plural="objects",
+        singular="object",
+        roles=ALL_ROLES,
+        detail_id_key="objectId",
+        rest=_rest("objects"),
+        kafka_topics=("mesa-ya.objects.events",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+    ),
+    EntitySpec(
+        name="menus",
+        aliases=("menu", "menus"),
+        plural="menus",
+        singular="menu",
+        roles=ALL_ROLES,
+        detail_id_key="menuId",
+        rest=_rest("menus", dict(_RESTAURANT_ALIAS)),
+        kafka_topics=("mesa-ya.menus.events",),
+        kafka_subtypes=("menu",),
+        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+    ),
+    EntitySpec(
+        name="dishes",
+        aliases=("dish", "dishes"),
+        plural="dishes",
+        singular="dish",
+        roles=ALL_ROLES,
+        detail_id_key="dishId",
+        rest=_rest("dishes", dict(_RESTAURANT_ALIAS)),
+        kafka_topics=("mesa-ya.menus.events",),
+        kafka_subtypes=("dish",),
+        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+    ),
+    EntitySpec(
+        name="images",
+        aliases=("image", "images"),
+        plural="images",
+        singular="image",
+        roles=ALL_ROLES,
+        detail_id_key="imageId",
+        rest=_rest("images", {"entityid": "entityId"}),
+        kafka_topics=("mesa-ya.images.events",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+    ),
+    EntitySpec(
+        name="section-objects",
+        aliases=(
+            "sectionobject",
+            "sectionobjects",
+            "section-object",
+            "section-objects",
+            "section_object",
+            "section_objects",
+        ),
+        plural="section_objects",
+        singular="section_object",
+        roles=STAFF_ROLES,
+        detail_id_key="sectionObjectId",
+        rest=_rest("section-objects"),
+        kafka_topics=("mesa-ya.section-objects.events",),
+        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.sectionId",)),
+    ),
+    EntitySpec(
+        name="payments",
+        aliases=("payment", "payments"),
+        plural="payments",
+        singular="payment",
+        roles=STAFF_ROLES,
+        detail_id_key="paymentId",
+        rest=_rest(
+            "payments",
+            {
+                "status": "status",
+                "type": "type",
+                "reservationid": "reservationId",
+                **_RESTAURANT_ALIAS,
+                "startdate": "startDate",
+                "enddate": "endDate",
+                "minamount": "minAmount",
+                "maxamount": "maxAmount",
+            },
+            shared=False,
+        ),
+        owner_rest=_rest(
+            "payments",
+            {
+                "status": "status",
+                "type": "type",
+                "reservationid": "reservationId",
+                **_RESTAURANT_ALIAS,
+                "startdate": "startDate",
+                "enddate": "endDate",
+                "minamount": "minAmount",
+                "maxamount": "maxAmount",
+            },
+            section_query_key="restaurantId",
+            shared=False,
+        ),
+        kafka_topics=("mesa-ya.payments.events",),
+        delivery=DeliveryRule(
+            Visibility.PRIVATE,
+            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
+            user_paths=("data.userId", "metadata.user_id"),
+        ),
+    ),
+    EntitySpec(
+        name="subscriptions",
+        aliases=("subscription", "subscriptions"),
+        plural="subscriptions",
+        singular="subscription",
+        roles=STAFF_ROLES,
+        detail_id_key="subscriptionId",
+        rest=_rest("subscriptions", shared=False),
+        owner_rest=_rest("subscriptions", section_query_key="restaurantId", shared=False),
+        kafka_topics=("mesa-ya.subscriptions.events",),
+        kafka_subtypes=("subscription",),
+        delivery=DeliveryRule(
+            Visibility.PRIVATE,
+            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
+            user_paths=("data.userId", "metadata.user_id"),
+        ),
+    ),
+    EntitySpec(
+        name="subscription-plans",
+        aliases=(
+            "subscription-plan",
+            "subscription-plans",
+            "subscription_plan",
+            "subscription_plans",
+            "subscriptionplan",
+            "subscriptionplans",
+        ),
+        plural="subscription_plans",
+        singular="subscription_plan",
+        roles=ALL_ROLES,
+        detail_id_key="subscriptionPlanId",
+        rest=_rest("subscription-plans"),
+        kafka_topics=("mesa-ya.subscriptions.events",),
+        kafka_subtypes=("plan",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+    ),
+    EntitySpec(
+        name="users",
+        aliases=(
+            "user",
+            "users",
+            "auth-user",
+            "auth-users",
+            "auth_user",
+            "auth_users",
+            "authuser",
+            "authusers",
+            "auth",
+            "owner",
+            "owners",
+        ),
+        plural="users",
+        singular="user",
+        roles=ADMIN_ONLY,
+        detail_id_key="userId",
+        rest=_rest(
+            "users",
+            {"status": "status", "role": "role", **_RESTAURANT_ALIAS, "active": "active"},
+        ),
+        kafka_topics=("mesa-ya.auth.events",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+        legacy_actions=(("auth_users", "auth_user"), ("owners", "owner")),
+    ),
+    EntitySpec(
+        name="owner-upgrades",
+        aliases=(
+            "owner-upgrade",
+            "owner-upgrades",
+            "owner_upgrade",
+            "owner_upgrades",
+            "ownerupgrade",
+            "ownerupgrades",
+        ),
+        plural="owner_upgrades",
+        singular="owner_upgrade",
+        roles=ADMIN_ONLY,
+        detail_id_key="requestId",
+        rest=_rest("owner-upgrades", {"status": "status", "userid": "userId"}),
+        kafka_topics=("mesa-ya.owner-upgrade.events",),
+        delivery=DeliveryRule(Visibility.PUBLIC),
+        legacy_actions=(("owner_upgrade_requests", "owner_upgrade_request"),),
+    ),
+)
+
+
+class Catalogue:
+    """Lookups derived from :data:`ENTITIES`; build once, read everywhere."""
+
+    def __init__(self, entities: tuple[EntitySpec, ...]) -> None:
+        self.entities = entities
+        self.by_name: Mapping[str, EntitySpec] = MappingProxyType({e.name: e for e in entities})
+        alias_map: dict[str, str] = {}
+        for entity in entities:
+            for alias in (entity.name, *entity.aliases):
+                if alias in alias_map and alias_map[alias] != entity.name:
+                    raise ValueError(f"alias {alias!r} names two entities")
+                alias_map[alias] = entity.name
+        self.alias_map: Mapping[str, str] = MappingProxyType(alias_map)
+        primary: dict[str, str] = {}
+        subtypes: dict[tuple[str, str], str] = {}
+        for entity in entities:
+            for topic in entity.kafka_topics:
+                primary.setdefault(topic, entity.name)
+                for subtype in entity.kafka_subtypes:
+                    subtypes[(topic, subtype)] = entity.name
+        #: Kafka topic -> the entity of its records that carry no ``entity_subtype``.
+        self.topic_entities: Mapping[str, str] = MappingProxyType(primary)
+        self._subtypes = subtypes
+
+    def normalize(self, raw: str) -> str:
+        """Normalise a URL entity segment (reference §4.1).
+
+        Returns ``""`` for the default-entity aliases and the lower-cased, trimmed input for
+        names that are not in the catalogue::
+
+            >>> CATALOGUE.normalize(" Restaurant ")
+            'restaurants'
+        """
+        value = raw.strip().lower()
+        if value in DEFAULT_ENTITY_ALIASES:
+            return ""
+        return self.alias_map.get(value, value)
+
+    def resolve(self, raw: str) -> EntitySpec | None:
+        """The entry an alias names, or None."""
+        return self.by_name.get(self.normalize(raw))
+
+    def entity_for_event(
+        self, topic: str, subtype: str, topic_entities: Mapping[str, str] | None = None
+    ) -> EntitySpec | None:
+        """The entity an event belongs to, from its Kafka topic and ``entity_subtype``.
+
+        ``topic_entities`` is the configured topic -> entity map (``WS_ENTITY_TOPICS``); it
+        falls back to the catalogue's own. A subtype picks the entity sharing the topic
+        (``dish`` on the menus topic -> ``dishes``, ``plan`` -> ``subscription-plans``)::
+
+            >>> CATALOGUE.entity_for_event("mesa-ya.menus.events", "dish").name
+            'dishes'
+        """
+        key = subtype.strip().lower()
+        if key:
+            name = self._subtypes.get((topic, key)) or self.alias_map.get(key)
+            return self.by_name.get(name) if name else None
+        mapping = topic_entities if topic_entities is not None else self.topic_entities
+        name = mapping.get(topic) or self.topic_entities.get(topic)
+        return self.by_name.get(self.normalize(name)) if name else None
+
+    def default_topics(self) -> dict[str, tuple[str, ...]]:
+        """The ``WS_ENTITY_TOPICS`` default: entity name -> Kafka topics."""
+        return {e.name: e.kafka_topics for e in self.entities if e.kafka_topics}
+
+
+CATALOGUE = Catalogue(ENTITIES)

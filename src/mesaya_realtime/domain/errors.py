@@ -1,0 +1,79 @@
+"""The gateway's exceptions: one small hierarchy whose messages are wire strings."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CommandError",
+    "GatewayError",
+    "InvalidPayload",
+    "SnapshotDecodeError",
+    "SnapshotError",
+    "SnapshotForbidden",
+    "SnapshotNotFound",
+    "SnapshotRequestFailed",
+    "SnapshotUnexpectedStatus",
+    "SnapshotUnsupported",
+    "UnsupportedAction",
+]
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway reports; ``reason`` is the text a client sees."""
+
+    reason: str = "internal error"
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is not None:
+            self.reason = reason
+        super().__init__(self.reason)
+
+
+class AuthError(GatewayError):
+    """A token that is missing, malformed, expired or wrongly signed."""
+
+    reason = "invalid token"
+
+
+class CommandError(GatewayError):
+    """A client command that cannot be carried out."""
+
+
+class InvalidPayload(CommandError):
+    reason = "invalid payload"
+
+
+class UnsupportedAction(CommandError):
+    reason = "unsupported action"
+
+
+class SnapshotError(CommandError):
+    """The REST upstream could not give a snapshot."""
+
+
+class SnapshotForbidden(SnapshotError):
+    reason = "section snapshot forbidden"
+
+
+class SnapshotNotFound(SnapshotError):
+    reason = "section snapshot not found"
+
+
+class SnapshotUnsupported(SnapshotError):
+    reason = "section snapshot entity unsupported"
+
+
+class SnapshotUnexpectedStatus(SnapshotError):
+    def __init__(self, status: int) -> None:
+        self.status = status
+        super().__init__(f"unexpected snapshot response {status}")
+
+
+class SnapshotRequestFailed(SnapshotError):
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"snapshot request failed: {cause}")
+
+
+class SnapshotDecodeError(SnapshotError):
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"decode snapshot: {cause}")

@@ -1,0 +1,100 @@
+"""The outgoing message (reference §5.1) and its one-time encoding.
+
+Every message a socket receives is one JSON text frame with the keys ``topic``, ``entity``,
+``action``, ``resourceId`` (omitted when empty), ``data`` (omitted when None), ``metadata``
+(string values only, omitted when empty) and ``timestamp`` (RFC 3339, UTC, ``Z``)::
+
+    >>> encode(Message("system.pong", "system", "pong", timestamp="2026-01-10T15:04:05Z"))
+    b'{"topic":"system.pong","entity":"system","action":"pong","timestamp":"2026-01-10T15:04:05Z"}'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+__all__ = [
+    "Message",
+    "encode",
+    "format_timestamp",
+    "now_timestamp",
+    "parse_timestamp",
+    "stringify",
+    "topic_of",
+]
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with ``Z`` and trailing fractional zeros trimmed, as Go prints it."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def now_timestamp() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def parse_timestamp(value: object) -> str | None:
+    """Normalise an ISO 8601 timestamp from an event to :func:`format_timestamp`, or None."""
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00", 1))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return format_timestamp(moment)
+
+
+def topic_of(entity: str, action: str) -> str:
+    """``<entity>.<action>`` from trimmed parts; empty if either part is empty."""
+    entity, action = entity.strip(), action.strip()
+    return f"{entity}.{action}" if entity and action else ""
+
+
+def stringify(value: object) -> str:
+    """A metadata value as a string: strings stay, null is empty, the rest is JSON text."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return orjson.dumps(value).decode()
+
+
+@dataclass(slots=True)
+class Message:
+    """One message to clients. Build it once, :func:`encode` it once, send the bytes."""
+
+    topic: str
+    entity: str
+    action: str
+    data: Any = None
+    resource_id: str = ""
+    metadata: Mapping[str, str] | None = None
+    timestamp: str = field(default_factory=now_timestamp)
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"topic": self.topic, "entity": self.entity, "action": self.action}
+        if self.resource_id:
+            body["resourceId"] = self.resource_id
+        if self.data is not None:
+            body["data"] = self.data
+        if self.metadata:
+            body["metadata"] = {key: self.metadata[key] for key in sorted(self.metadata)}
+        body["timestamp"] = self.timestamp
+        return body
+
+
+def encode(message: Message) -> bytes:
+    """The message's JSON bytes; metadata keys sorted as Go's encoder sorts map keys."""
+    return orjson.dumps(message.as_dict())

@@ -1,0 +1,1 @@
+"""Infrastructure: adapters for REST, JWT, Kafka and metrics."""

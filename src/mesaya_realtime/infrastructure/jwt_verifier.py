@@ -1,0 +1,110 @@
+"""Token verification with PyJWT: HS256/384/512 with a secret, or RS256/384/512 with a PEM key."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from mesaya_realtime.domain.errors import AuthError
+from mesaya_realtime.domain.identity import Principal
+
+__all__ = ["JwtVerifier", "load_rsa_public_key"]
+
+HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
+RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
+
+
+def load_rsa_public_key(pem: str) -> RSAPublicKey:
+    """Parse a PEM RSA public key; literal ``\\n`` sequences count as newlines.
+
+    Raises ValueError when the text is not an RSA public key.
+    """
+    text = pem.strip().strip("\"'").replace("\\n", "\n").strip()
+    key = load_pem_public_key(text.encode())
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    return key
+
+
+class JwtVerifier:
+    """Verifies signature, ``exp`` (no leeway), ``sub``, and optionally ``iss`` and ``aud``.
+
+    >>> verifier = JwtVerifier(secret="s3cret")
+    >>> verifier.verify(jwt.encode({"sub": "u1"}, "s3cret")).user_id
+    'u1'
+    """
+
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        public_key: RSAPublicKey | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        require_exp: bool = False,
+    ) -> None:
+        if public_key is not None:
+            self._key: Any = public_key
+            self._algorithms = RSA_ALGORITHMS
+        elif secret:
+            self._key = secret
+            self._algorithms = HMAC_ALGORITHMS
+        else:
+            raise ValueError("a JWT secret or public key is required")
+        self._issuer = issuer or None
+        self._audience = audience or None
+        required = ["sub"]
+        if require_exp:
+            required.append("exp")
+        self._options: Any = {
+            "require": required,
+            "verify_aud": self._audience is not None,
+            "verify_iss": self._issuer is not None,
+        }
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                issuer=self._issuer,
+                audience=self._audience,
+                options=self._options,
+            )
+        except (jwt.PyJWTError, ValueError, TypeError) as error:
+            raise AuthError() from error
+        return principal_from_claims(claims, token)
+
+
+def principal_from_claims(claims: dict[str, Any], token: str) -> Principal:
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError()
+    raw_roles = claims.get("roles")
+    roles: tuple[str, ...] | None
+    if raw_roles is None:
+        roles = None
+    elif isinstance(raw_roles, list) and all(isinstance(role, str) for role in raw_roles):
+        roles = tuple(raw_roles)
+    else:
+        raise AuthError()
+    expires = claims.get("exp")
+    expires_at = float(expires) if isinstance(expires, int | float) else None
+    if expires_at is not None and expires_at <= time.time():
+        raise AuthError()
+    session_id = next(
+        (str(value) for value in (claims.get("sid"), claims.get("jti")) if value),
+        f"{subject}:{int(expires_at)}" if expires_at is not None else subject,
+    )
+    return Principal(
+        user_id=subject,
+        roles=roles,
+        session_id=session_id,
+        token=token,
+        expires_at=expires_at,
+    )

@@ -1,0 +1,82 @@
+"""Prometheus metrics (served on ``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["PrometheusMetrics"]
+
+
+class PrometheusMetrics:
+    """Implements the application's ``Metrics`` port with one registry per gateway."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter("mesaya_events_consumed", "Kafka records consumed", ["topic"], registry=r)
+        self.events_skipped = Counter(
+            "mesaya_events_skipped", "Kafka records skipped", ["topic", "reason"], registry=r
+        )
+        self.deliveries = Counter(
+            "mesaya_deliveries", "Messages written to sockets by fan-out", ["entity"], registry=r
+        )
+        self.open_sockets = Gauge("mesaya_open_sockets", "Open WebSocket connections", ["entity"], registry=r)
+        self.commands = Counter(
+            "mesaya_commands", "Client commands", ["entity", "kind", "outcome"], registry=r
+        )
+        self.handshakes_rejected = Counter(
+            "mesaya_handshakes_rejected", "Refused upgrades", ["status"], registry=r
+        )
+        self.bad_frames = Counter("mesaya_bad_frames", "Client frames refused", ["reason"], registry=r)
+        self.cache_events = Counter(
+            "mesaya_snapshot_cache", "Snapshot cache outcomes", ["outcome"], registry=r
+        )
+        self.upstream_calls = Histogram(
+            "mesaya_upstream_call_seconds", "REST upstream calls", ["outcome"], registry=r
+        )
+        self.slow_consumers = Counter(
+            "mesaya_slow_consumers_closed", "Sockets closed for not reading", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "mesaya_consumer_lag", "Kafka records behind the end", ["topic", "partition"], registry=r
+        )
+        self.consumer_up = Gauge("mesaya_consumer_up", "1 when the Kafka consumer is connected", registry=r)
+
+    def events_consumed(self, topic: str, count: int) -> None:
+        self.consumed.labels(topic).inc(count)
+
+    def event_skipped(self, topic: str, reason: str) -> None:
+        self.events_skipped.labels(topic, reason).inc()
+
+    def delivered(self, entity: str, count: int) -> None:
+        self.deliveries.labels(entity).inc(count)
+
+    def socket_opened(self, entity: str) -> None:
+        self.open_sockets.labels(entity).inc()
+
+    def socket_closed(self, entity: str) -> None:
+        self.open_sockets.labels(entity).dec()
+
+    def command(self, entity: str, action: str, outcome: str) -> None:
+        self.commands.labels(entity, action, outcome).inc()
+
+    def handshake_rejected(self, status: int) -> None:
+        self.handshakes_rejected.labels(str(status)).inc()
+
+    def bad_frame(self, reason: str) -> None:
+        self.bad_frames.labels(reason).inc()
+
+    def cache(self, outcome: str) -> None:
+        self.cache_events.labels(outcome).inc()
+
+    def upstream_call(self, outcome: str, seconds: float) -> None:
+        self.upstream_calls.labels(outcome).observe(seconds)
+
+    def slow_consumer_closed(self) -> None:
+        self.slow_consumers.inc()
+
+    def lag(self, topic: str, partition: int, lag: int) -> None:
+        self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

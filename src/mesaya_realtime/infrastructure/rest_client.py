@@ -1,0 +1,106 @@
+"""The REST snapshot client: one pooled aiohttp session, the status map of reference §7.1."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.domain.errors import (
+    SnapshotDecodeError,
+    SnapshotForbidden,
+    SnapshotNotFound,
+    SnapshotRequestFailed,
+    SnapshotUnexpectedStatus,
+)
+from mesaya_realtime.domain.snapshots import SnapshotRequest, unwrap
+
+__all__ = ["RestSnapshotClient"]
+
+log = logging.getLogger(__name__)
+
+#: The reference's wording for a timed-out call, kept for clients that match on it.
+TIMEOUT_CAUSE = "context deadline exceeded"
+_MAX_BODY = 16 * 1024 * 1024
+
+
+class RestSnapshotClient:
+    """Implements :class:`~mesaya_realtime.application.ports.snapshots.SnapshotFetcher`.
+
+    >>> client = RestSnapshotClient("http://localhost:3000", timeout=10.0)  # doctest: +SKIP
+    >>> await client.fetch(SnapshotRequest("/api/v1/tables"), token)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        max_connections: int = 100,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._max_connections = max_connections
+        self._metrics = metrics or NullMetrics()
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, request: SnapshotRequest, token: str) -> Any:
+        url = f"{self.base_url}/{request.path.lstrip('/')}"
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            async with self._client().get(url, params=list(request.params), headers=headers) as response:
+                status = response.status
+                if status in (401, 403):
+                    outcome = str(status)
+                    raise SnapshotForbidden()
+                if status == 404:
+                    outcome = "404"
+                    raise SnapshotNotFound()
+                if status != 200:
+                    outcome = str(status)
+                    body = await response.content.read(2048)
+                    log.warning(
+                        "unexpected snapshot response",
+                        extra={"status": status, "url": url, "body": body.decode(errors="replace")},
+                    )
+                    raise SnapshotUnexpectedStatus(status)
+                raw = await response.content.read(_MAX_BODY + 1)
+                if len(raw) > _MAX_BODY:
+                    raise SnapshotDecodeError("response too large")
+            try:
+                payload = orjson.loads(raw)
+            except orjson.JSONDecodeError as error:
+                raise SnapshotDecodeError(str(error)) from error
+            outcome = "ok"
+            return unwrap(payload)
+        except TimeoutError as error:
+            outcome = "timeout"
+            raise SnapshotRequestFailed(TIMEOUT_CAUSE) from error
+        except aiohttp.ClientError as error:
+            outcome = "network"
+            raise SnapshotRequestFailed(str(error) or type(error).__name__) from error
+        finally:
+            self._metrics.upstream_call(outcome, time.perf_counter() - started)

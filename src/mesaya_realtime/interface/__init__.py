@@ -1,0 +1,1 @@
+"""Interface: the aiohttp HTTP/WebSocket transport."""

@@ -1,0 +1,176 @@
+"""HTTP routes: the entity WebSocket, health, readiness and metrics.
+
+``GET /ws/{entity}/{section}[/{token}]`` runs the pre-upgrade checks of reference §2.2 and
+answers refusals as ``{"message": "..."}`` with the reference's status codes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from mesaya_realtime.application.ports.metrics import Metrics
+from mesaya_realtime.application.usecases.commands import CommandService
+from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.sessions import (
+    Session,
+    base_topics,
+    connected_message,
+)
+from mesaya_realtime.domain.messages import Message, encode
+from mesaya_realtime.interface.websocket import SocketConnection, WriteScheduler, serve_session
+
+__all__ = ["GatewayServices", "create_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class GatewayServices:
+    """What the HTTP interface needs, built by the composition root."""
+
+    connect: ConnectUseCase
+    commands: CommandService
+    hub: Hub
+    metrics: Metrics
+    allowed_actions: tuple[str, ...]
+    max_message_bytes: int
+    send_buffer_bytes: int
+    heartbeat: float
+    max_inflight_commands: int
+    render_metrics: Callable[[], bytes]
+    readiness: Callable[[], dict[str, object]]
+    #: Messages a session gets right after ``system.connected`` (e.g. current selections).
+    on_join: list[Callable[[Session], list[Message]]] = field(default_factory=list)
+    on_leave: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
+
+
+def _token_from(request: web.Request) -> str:
+    token = request.match_info.get("token", "").strip()
+    if token:
+        return token
+    token = request.query.get("token", "").strip()
+    if token:
+        return token
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return ""
+
+
+def _reject(services: GatewayServices, status: int, message: str) -> web.Response:
+    services.metrics.handshake_rejected(status)
+    return web.json_response({"message": message}, status=status)
+
+
+async def entity_socket(request: web.Request) -> web.StreamResponse:
+    services: GatewayServices = request.app[SERVICES]
+    try:
+        spec, principal = services.connect.authorize(
+            request.match_info["entity"], request.match_info["section"], _token_from(request)
+        )
+    except HandshakeRejected as rejected:
+        return _reject(services, rejected.status, rejected.message)
+    ws = web.WebSocketResponse(
+        max_msg_size=services.max_message_bytes,
+        heartbeat=services.heartbeat,
+        compress=False,
+        autoping=True,
+    )
+    if not ws.can_prepare(request).ok:
+        return _reject(services, 400, "Bad Request")
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    scheduler: WriteScheduler = request.app[SCHEDULER]
+    connection = SocketConnection(
+        ws,
+        transport,
+        scheduler,
+        services.send_buffer_bytes,
+        services.metrics,
+    )
+    topics = base_topics(spec.name, services.allowed_actions)
+    session = Session(
+        connection=connection,
+        principal=principal,
+        entity=spec,
+        section=request.match_info["section"].strip(),
+        topics=set(topics),
+    )
+    services.hub.add(session)
+    try:
+        connection.send(encode(connected_message(session, topics)))
+        for hook in services.on_join:
+            for message in hook(session):
+                connection.send(encode(message))
+        await serve_session(
+            ws,
+            session,
+            connection,
+            services.commands,
+            services.metrics,
+            services.max_inflight_commands,
+        )
+    finally:
+        services.hub.remove(session)
+        for leave in services.on_leave:
+            try:
+                await leave(session)
+            except Exception:
+                log.exception("leave hook failed")
+    return ws
+
+
+async def health(request: web.Request) -> web.Response:
+    services: GatewayServices = request.app[SERVICES]
+    return web.json_response({"status": "ok", "sockets": len(services.hub)})
+
+
+async def ready(request: web.Request) -> web.Response:
+    services: GatewayServices = request.app[SERVICES]
+    state = services.readiness()
+    return web.json_response(state, status=200 if state.get("ready") else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    services: GatewayServices = request.app[SERVICES]
+    return web.Response(body=services.render_metrics(), content_type="text/plain", charset="utf-8")
+
+
+async def not_found_json(
+    request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as error:
+        if error.status >= 400 and error.content_type != "application/json":
+            return web.json_response({"message": error.reason}, status=error.status)
+        raise
+
+
+SERVICES = web.AppKey("services", GatewayServices)
+SCHEDULER = web.AppKey("scheduler", WriteScheduler)
+
+
+def create_app(services: GatewayServices) -> web.Application:
+    """The aiohttp application for the gateway's routes."""
+    app = web.Application(middlewares=[web.middleware(not_found_json)])
+    app[SERVICES] = services
+
+    async def start_scheduler(app: web.Application) -> None:
+        app[SCHEDULER] = WriteScheduler(asyncio.get_running_loop())
+
+    app.on_startup.append(start_scheduler)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/ws/{entity}/{section}", entity_socket)
+    app.router.add_get("/ws/{entity}/{section}/{token}", entity_socket)
+    return app

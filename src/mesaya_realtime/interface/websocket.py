@@ -1,0 +1,212 @@
+"""The WebSocket transport: coalescing frame writes and the per-socket command loop.
+
+Writes never block the caller. A frame goes into its socket's pending list; once per event
+loop turn a single :class:`WriteScheduler` callback writes every socket's pending frames in
+one ``transport.write``. Under bursts that is one system call for many frames (below the
+one-write-per-delivery floor). A socket whose unsent bytes pass the bound is closed (1013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from mesaya_realtime.application.ports.metrics import Metrics
+from mesaya_realtime.application.usecases.commands import CommandService, Envelope
+from mesaya_realtime.application.usecases.sessions import Session, error_message
+from mesaya_realtime.domain.errors import InvalidPayload
+from mesaya_realtime.domain.messages import Message, encode
+from mesaya_realtime.interface.frames import text_frame
+
+__all__ = ["SocketConnection", "WriteScheduler", "serve_session"]
+
+log = logging.getLogger(__name__)
+
+#: Close code for a socket that does not read fast enough ("try again later").
+SLOW_CONSUMER_CLOSE = 1013
+#: Close code when the token expires on an open socket.
+TOKEN_EXPIRED_CLOSE = 1008
+_ABORT_AFTER_CLOSE = 5.0
+
+
+class WriteScheduler:
+    """Flushes every socket with pending frames once per event-loop turn."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[SocketConnection] = []
+        self._scheduled = False
+
+    def mark(self, connection: SocketConnection) -> None:
+        self._dirty.append(connection)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        dirty, self._dirty = self._dirty, []
+        for connection in dirty:
+            connection.flush()
+
+
+class SocketConnection:
+    """Implements the application's ``Connection`` port over an aiohttp WebSocket."""
+
+    __slots__ = (
+        "_metrics",
+        "_pending",
+        "_scheduler",
+        "_ws",
+        "buffer_limit",
+        "closed",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
+        scheduler: WriteScheduler,
+        buffer_limit: int,
+        metrics: Metrics,
+    ) -> None:
+        self._ws = ws
+        self.transport = transport
+        self._scheduler = scheduler
+        self._pending: list[bytes] = []
+        self._metrics = metrics
+        self.buffer_limit = buffer_limit
+        self.closed = False
+
+    def send(self, payload: bytes) -> None:
+        self.send_frame(text_frame(payload))
+
+    def send_frame(self, frame: bytes) -> None:
+        if self.closed:
+            return
+        pending = self._pending
+        pending.append(frame)
+        if len(pending) == 1:
+            self._scheduler.mark(self)
+
+    def flush(self) -> None:
+        pending = self._pending
+        if not pending or self.closed:
+            pending.clear()
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        transport = self.transport
+        if transport.is_closing():
+            self.closed = True
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.buffer_limit:
+            self._metrics.slow_consumer_closed()
+            self.close(SLOW_CONSUMER_CLOSE, "slow consumer")
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._pending.clear()
+        task = asyncio.ensure_future(self._close(code, reason))
+        task.add_done_callback(_ignore_result)
+
+    async def _close(self, code: int, reason: str) -> None:
+        transport = self.transport
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._ws.close(code=code, message=reason.encode()), 1.0)
+        if not transport.is_closing():
+            transport.close()
+        await asyncio.sleep(_ABORT_AFTER_CLOSE)
+        transport.abort()
+
+
+def _ignore_result(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+async def serve_session(
+    ws: web.WebSocketResponse,
+    session: Session,
+    connection: SocketConnection,
+    commands: CommandService,
+    metrics: Metrics,
+    max_inflight: int,
+    on_close: Callable[[Session], Awaitable[None]] | None = None,
+) -> None:
+    """Run one socket: read commands, answer them in order, enforce token expiry."""
+    replies: asyncio.Queue[asyncio.Future[Message | None] | None] = asyncio.Queue(max_inflight)
+    replier = asyncio.create_task(_send_replies(replies, session))
+    expiry = _schedule_expiry(session, connection)
+    try:
+        async for frame in ws:
+            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                await replies.put(_start_command(frame.data, session, commands, metrics))
+            elif frame.type == WSMsgType.ERROR:
+                metrics.bad_frame("protocol")
+                break
+    finally:
+        if expiry is not None:
+            expiry.cancel()
+        replier.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await replier
+        while not replies.empty():
+            pending = replies.get_nowait()
+            if pending is not None:
+                pending.cancel()
+        connection.closed = True
+        if on_close is not None:
+            await on_close(session)
+
+
+def _start_command(
+    data: str | bytes, session: Session, commands: CommandService, metrics: Metrics
+) -> asyncio.Future[Message | None]:
+    spec = session.entity
+    try:
+        envelope = Envelope.parse(orjson.loads(data))
+    except (orjson.JSONDecodeError, InvalidPayload):
+        metrics.bad_frame("invalid payload")
+        done: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
+        done.set_result(error_message(spec.name, session.section, "unknown", "invalid payload"))
+        return done
+    return asyncio.ensure_future(commands.handle(session, envelope))
+
+
+async def _send_replies(
+    replies: asyncio.Queue[asyncio.Future[Message | None] | None], session: Session
+) -> None:
+    """Send each command's reply in the order the commands arrived."""
+    while True:
+        pending = await replies.get()
+        if pending is None:
+            return
+        try:
+            reply = await pending
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("command failed", extra={"entity": session.entity.name})
+            reply = error_message(session.entity.name, session.section, "unknown", "internal error")
+        if reply is not None:
+            session.connection.send(encode(reply))
+
+
+def _schedule_expiry(session: Session, connection: SocketConnection) -> asyncio.TimerHandle | None:
+    expires_at = session.principal.expires_at
+    if expires_at is None:
+        return None
+    loop = asyncio.get_running_loop()
+    delay = max(0.0, expires_at - time.time())
+    return loop.call_later(delay, connection.close, TOKEN_EXPIRED_CLOSE, "token expired")
