@@ -24,6 +24,7 @@ from mesaya_realtime.bootstrap import EventSource, build_gateway
 from mesaya_realtime.config import ConfigError, Settings, load_settings
 from mesaya_realtime.infrastructure.demo import (
     DEMO_SECTIONS,
+    ROWS,
     DemoEventSource,
     create_demo_upstream,
 )
@@ -72,7 +73,7 @@ async def demo(port: int, host: str, interval: float) -> None:
     )
 
     def demo_source(on_batch: object) -> EventSource:
-        return DemoEventSource(on_batch, upstream["rows"], interval)  # type: ignore[arg-type]
+        return DemoEventSource(on_batch, upstream[ROWS], interval)  # type: ignore[arg-type]
 
     gateway = build_gateway(settings, source_factory=demo_source)
     await gateway.start()

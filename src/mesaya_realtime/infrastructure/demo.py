@@ -20,11 +20,20 @@ from aiohttp import web
 
 from mesaya_realtime.application.handlers.events import Record
 
-__all__ = ["DEMO_RESTAURANT", "DEMO_SECTIONS", "DemoEventSource", "create_demo_upstream", "fixtures"]
+__all__ = [
+    "DEMO_RESTAURANT",
+    "DEMO_SECTIONS",
+    "ROWS",
+    "DemoEventSource",
+    "create_demo_upstream",
+    "fixtures",
+]
 
 DEMO_RESTAURANT = "rest-1"
 DEMO_SECTIONS = ("main-hall", "terrace")
 _STAMP = "2026-01-10T12:00:00.000Z"
+#: The fixture rows an upstream app serves (mutable: the demo event source edits them).
+ROWS = web.AppKey("rows", dict)
 
 
 def fixtures() -> dict[str, list[dict[str, Any]]]:
@@ -200,7 +209,7 @@ def create_demo_upstream(data: dict[str, list[dict[str, Any]]] | None = None) ->
         return respond(_page([t for t in rows["tables"] if t["sectionId"] == section], request.query))
 
     app = web.Application()
-    app["rows"] = rows
+    app[ROWS] = rows
     app.router.add_get("/api/v1/tables/section/{section}", tables_of_section)
     app.router.add_get("/api/v1/{resource}", list_rows)
     app.router.add_get("/api/v1/{resource}/{id}", detail)

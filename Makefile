@@ -1,0 +1,46 @@
+# The project's commands. `make test` is what CI runs (through .ci/run).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint check unit integration e2e bench bench-quick kafka-start kafka-stop clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mesaya-realtime demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## The whole suite: lint, types, layers, then unit + integration + e2e on a real Kafka broker.
+test: lint
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+kafka-start:
+	scripts/kafka-local start
+
+kafka-stop:
+	scripts/kafka-local stop
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
