@@ -23,6 +23,7 @@ from mesaya_realtime.application.handlers.events import (
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
 from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.config import ConfigError, Settings
@@ -91,6 +92,7 @@ class Gateway:
     snapshots: SnapshotService
     commands: CommandService
     dispatcher: EventDispatcher
+    refresher: SnapshotRefresher
     ingest: EventIngest
     app: web.Application
     source_factory: EventSourceFactory | None
@@ -123,6 +125,7 @@ class Gateway:
     async def stop(self) -> None:
         if self.source is not None:
             await self.source.stop()
+        await self.refresher.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.rest.close()
@@ -152,12 +155,20 @@ def build_gateway(
     )
     snapshots = SnapshotService(rest, cache)
     commands = CommandService(snapshots, metrics)
+    refresher = SnapshotRefresher(
+        hub,
+        snapshots,
+        quiet=settings.snapshot_refresh_quiet,
+        max_delay=settings.snapshot_refresh_max_delay,
+        metrics=metrics,
+    )
     dispatcher = EventDispatcher(
         EventContext(
             hub=hub,
             cache=cache,
             allowed_actions=frozenset(settings.allowed_actions),
             metrics=metrics,
+            refresher=refresher,
         )
     )
     ingest = EventIngest(dispatcher, catalogue, mapping, metrics)
@@ -202,6 +213,7 @@ def build_gateway(
         snapshots=snapshots,
         commands=commands,
         dispatcher=dispatcher,
+        refresher=refresher,
         ingest=ingest,
         app=app,
         source_factory=source_factory,

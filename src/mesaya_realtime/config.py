@@ -134,6 +134,8 @@ class Settings(BaseSettings):
 
     snapshot_cache_ttl: float = 30.0
     snapshot_cache_max_entries: int = Field(default=10_000, ge=1)
+    snapshot_refresh_quiet: float = 0.15
+    snapshot_refresh_max_delay: float = 1.0
 
     ws_max_message_bytes: int = Field(default=65_536, ge=256)
     ws_send_buffer_bytes: int = Field(default=1_048_576, ge=4096)
@@ -142,7 +144,14 @@ class Settings(BaseSettings):
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
-    @field_validator("rest_timeout", "snapshot_cache_ttl", "ws_heartbeat", mode="before")
+    @field_validator(
+        "rest_timeout",
+        "snapshot_cache_ttl",
+        "snapshot_refresh_quiet",
+        "snapshot_refresh_max_delay",
+        "ws_heartbeat",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)

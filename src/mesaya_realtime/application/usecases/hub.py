@@ -63,6 +63,9 @@ class Hub:
         if removed:
             self._metrics.socket_closed(session.entity.name)
 
+    def is_connected(self, session: Session) -> bool:
+        return session.id in self._by_entity.get(session.entity.name, {})
+
     def sessions(self, entity: str) -> Iterable[Session]:
         return tuple(self._by_entity.get(entity, {}).values())
 
