@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -142,65 +141,63 @@ async def serve_session(
     commands: CommandService,
     metrics: Metrics,
     max_inflight: int,
-    on_close: Callable[[Session], Awaitable[None]] | None = None,
 ) -> None:
-    """Run one socket: read commands, answer them in order, enforce token expiry."""
-    replies: asyncio.Queue[asyncio.Future[Message | None] | None] = asyncio.Queue(max_inflight)
-    replier = asyncio.create_task(_send_replies(replies, session))
+    """Run one socket: read commands, answer them in order, enforce token expiry.
+
+    Commands run concurrently (a slow upstream call does not hold up a ping), but each
+    reply waits for the previous command's reply to be sent, so replies keep the order in
+    which the commands arrived. At most ``max_inflight`` commands run at once; past that,
+    reading pauses (TCP back-pressure on the client). Nothing is allocated per idle socket.
+    """
+    inflight: list[asyncio.Task[None]] = []
+    previous: asyncio.Task[None] | None = None
     expiry = _schedule_expiry(session, connection)
     try:
         async for frame in ws:
-            if frame.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await replies.put(_start_command(frame.data, session, commands, metrics))
-            elif frame.type == WSMsgType.ERROR:
-                metrics.bad_frame("protocol")
-                break
+            if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                if frame.type == WSMsgType.ERROR:
+                    metrics.bad_frame("protocol")
+                    break
+                continue
+            if inflight:
+                inflight = [task for task in inflight if not task.done()]
+                if len(inflight) >= max_inflight:
+                    await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            previous = asyncio.ensure_future(_answer(frame.data, previous, session, commands, metrics))
+            inflight.append(previous)
     finally:
         if expiry is not None:
             expiry.cancel()
-        replier.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await replier
-        while not replies.empty():
-            pending = replies.get_nowait()
-            if pending is not None:
-                pending.cancel()
+        for task in inflight:
+            task.cancel()
         connection.closed = True
-        if on_close is not None:
-            await on_close(session)
 
 
-def _start_command(
-    data: str | bytes, session: Session, commands: CommandService, metrics: Metrics
-) -> asyncio.Future[Message | None]:
+async def _answer(
+    data: str | bytes,
+    previous: asyncio.Task[None] | None,
+    session: Session,
+    commands: CommandService,
+    metrics: Metrics,
+) -> None:
+    """Run one command, wait for the reply before it, then send this reply."""
     spec = session.entity
+    reply: Message | None
     try:
         envelope = Envelope.parse(orjson.loads(data))
     except (orjson.JSONDecodeError, InvalidPayload):
         metrics.bad_frame("invalid payload")
-        done: asyncio.Future[Message | None] = asyncio.get_running_loop().create_future()
-        done.set_result(error_message(spec.name, session.section, "unknown", "invalid payload"))
-        return done
-    return asyncio.ensure_future(commands.handle(session, envelope))
-
-
-async def _send_replies(
-    replies: asyncio.Queue[asyncio.Future[Message | None] | None], session: Session
-) -> None:
-    """Send each command's reply in the order the commands arrived."""
-    while True:
-        pending = await replies.get()
-        if pending is None:
-            return
+        reply = error_message(spec.name, session.section, "unknown", "invalid payload")
+    else:
         try:
-            reply = await pending
-        except asyncio.CancelledError:
-            raise
+            reply = await commands.handle(session, envelope)
         except Exception:
-            log.exception("command failed", extra={"entity": session.entity.name})
-            reply = error_message(session.entity.name, session.section, "unknown", "internal error")
-        if reply is not None:
-            session.connection.send(encode(reply))
+            log.exception("command failed", extra={"entity": spec.name})
+            reply = error_message(spec.name, session.section, "unknown", "internal error")
+    if previous is not None and not previous.done():
+        await asyncio.wait((previous,))
+    if reply is not None:
+        session.connection.send(encode(reply))
 
 
 def _schedule_expiry(session: Session, connection: SocketConnection) -> asyncio.TimerHandle | None:
