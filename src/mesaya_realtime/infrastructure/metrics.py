@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["PrometheusMetrics"]
@@ -12,6 +14,8 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        # labels() takes a lock and builds a key on every call; hot paths reuse children.
+        self._children: dict[tuple[object, ...], Any] = {}
         r = self.registry
         self.consumed = Counter("mesaya_events_consumed", "Kafka records consumed", ["topic"], registry=r)
         self.events_skipped = Counter(
@@ -43,13 +47,13 @@ class PrometheusMetrics:
         self.consumer_up = Gauge("mesaya_consumer_up", "1 when the Kafka consumer is connected", registry=r)
 
     def events_consumed(self, topic: str, count: int) -> None:
-        self.consumed.labels(topic).inc(count)
+        self._child(self.consumed, topic).inc(count)
 
     def event_skipped(self, topic: str, reason: str) -> None:
         self.events_skipped.labels(topic, reason).inc()
 
     def delivered(self, entity: str, count: int) -> None:
-        self.deliveries.labels(entity).inc(count)
+        self._child(self.deliveries, entity).inc(count)
 
     def socket_opened(self, entity: str) -> None:
         self.open_sockets.labels(entity).inc()
@@ -58,7 +62,7 @@ class PrometheusMetrics:
         self.open_sockets.labels(entity).dec()
 
     def command(self, entity: str, action: str, outcome: str) -> None:
-        self.commands.labels(entity, action, outcome).inc()
+        self._child(self.commands, entity, action, outcome).inc()
 
     def handshake_rejected(self, status: int) -> None:
         self.handshakes_rejected.labels(str(status)).inc()
@@ -67,7 +71,7 @@ class PrometheusMetrics:
         self.bad_frames.labels(reason).inc()
 
     def cache(self, outcome: str) -> None:
-        self.cache_events.labels(outcome).inc()
+        self._child(self.cache_events, outcome).inc()
 
     def upstream_call(self, outcome: str, seconds: float) -> None:
         self.upstream_calls.labels(outcome).observe(seconds)
@@ -77,6 +81,13 @@ class PrometheusMetrics:
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)
+
+    def _child(self, metric: Counter, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -93,11 +93,14 @@ class Hub:
 
     def publish(self, message: Message, recipients: Iterable[Session]) -> int:
         """Send ``message`` to every recipient subscribed to its topic; returns the count."""
-        frame = self._framer(encode(message))
         topic = message.topic
+        frame = b""
         sent = 0
         for session in recipients:
             if topic in session.topics:
+                if not sent:
+                    # Encoded once, on the first recipient: no recipient, no encoding.
+                    frame = self._framer(encode(message))
                 session.connection.send_frame(frame)
                 sent += 1
         if sent:
