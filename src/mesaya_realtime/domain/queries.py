@@ -65,6 +65,8 @@ class ListQuery:
             if not isinstance(raw_filters, Mapping) or len(raw_filters) > _MAX_FILTERS:
                 raise InvalidPayload()
             for key, value in raw_filters.items():
+                if value is None:  # Go decodes null as "", which sanitising drops
+                    continue
                 if not isinstance(value, str) or len(value) > _MAX_TEXT or len(key) > _MAX_TEXT:
                     raise InvalidPayload()
                 key, value = key.strip().lower(), value.strip()
