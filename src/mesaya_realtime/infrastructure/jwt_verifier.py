@@ -16,6 +16,9 @@ __all__ = ["JwtVerifier", "load_rsa_public_key"]
 
 HMAC_ALGORITHMS = ["HS256", "HS384", "HS512"]
 RSA_ALGORITHMS = ["RS256", "RS384", "RS512"]
+#: Clock-skew tolerance for ``nbf`` while parsing, as golang-jwt's 5 s; ``exp`` is then
+#: re-checked with no leeway by :func:`principal_from_claims` (reference §3.1).
+LEEWAY_SECONDS = 5
 
 
 def load_rsa_public_key(pem: str) -> RSAPublicKey:
@@ -64,6 +67,8 @@ class JwtVerifier:
             "require": required,
             "verify_aud": self._audience is not None,
             "verify_iss": self._issuer is not None,
+            # golang-jwt v5 does not check iat by default; a skewed issuer clock is fine.
+            "verify_iat": False,
         }
 
     def verify(self, token: str) -> Principal:
@@ -75,6 +80,7 @@ class JwtVerifier:
                 issuer=self._issuer,
                 audience=self._audience,
                 options=self._options,
+                leeway=LEEWAY_SECONDS,
             )
         except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise AuthError() from error
