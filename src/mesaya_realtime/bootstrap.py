@@ -154,7 +154,7 @@ def build_gateway(
         metrics=metrics,
     )
     snapshots = SnapshotService(rest, cache)
-    commands = CommandService(snapshots, metrics)
+    commands = CommandService(snapshots, metrics, verifier=verifier)
     refresher = SnapshotRefresher(
         hub,
         snapshots,
@@ -200,6 +200,8 @@ def build_gateway(
         send_buffer_bytes=settings.ws_send_buffer_bytes,
         heartbeat=settings.ws_heartbeat,
         max_inflight_commands=settings.ws_max_inflight_commands,
+        allowed_origins=settings.allowed_origins,
+        max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
     )

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     ws_send_buffer_bytes: int = Field(default=1_048_576, ge=4096)
     ws_heartbeat: float = 30.0
     ws_max_inflight_commands: int = Field(default=32, ge=1)
+    ws_max_connections: int = Field(default=0, ge=0)
+    ws_allowed_origins: str = ""
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
@@ -209,6 +211,15 @@ class Settings(BaseSettings):
             if action and action not in actions:
                 actions.append(action)
         return tuple(actions) or ("created", "updated", "deleted", "snapshot")
+
+    @property
+    def allowed_origins(self) -> frozenset[str]:
+        """``WS_ALLOWED_ORIGINS`` as a set; empty means every origin (the reference's rule)."""
+        return frozenset(
+            origin.strip().rstrip("/").lower()
+            for origin in self.ws_allowed_origins.split(",")
+            if origin.strip()
+        )
 
     @property
     def broker_list(self) -> str:

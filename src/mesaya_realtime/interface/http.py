@@ -45,6 +45,10 @@ class GatewayServices:
     max_inflight_commands: int
     render_metrics: Callable[[], bytes]
     readiness: Callable[[], dict[str, object]]
+    #: Browser origins allowed to open sockets; empty allows every origin.
+    allowed_origins: frozenset[str] = frozenset()
+    #: Open sockets this node accepts at most (0: no limit); past it, 503.
+    max_connections: int = 0
     #: Messages a session gets right after ``system.connected`` (e.g. current selections).
     on_join: list[Callable[[Session], list[Message]]] = field(default_factory=list)
     on_leave: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
@@ -70,6 +74,12 @@ def _reject(services: GatewayServices, status: int, message: str) -> web.Respons
 
 async def entity_socket(request: web.Request) -> web.StreamResponse:
     services: GatewayServices = request.app[SERVICES]
+    if services.allowed_origins:
+        origin = request.headers.get("Origin", "").strip().rstrip("/").lower()
+        if origin and origin not in services.allowed_origins:
+            return _reject(services, 403, "origin not allowed")
+    if services.max_connections and len(services.hub) >= services.max_connections:
+        return _reject(services, 503, "too many connections")
     try:
         spec, principal = services.connect.authorize(
             request.match_info["entity"], request.match_info["section"], _token_from(request)
@@ -167,7 +177,13 @@ def create_app(services: GatewayServices) -> web.Application:
     async def start_scheduler(app: web.Application) -> None:
         app[SCHEDULER] = WriteScheduler(asyncio.get_running_loop())
 
+    async def close_sockets(app: web.Application) -> None:
+        # Going away (1001): clients reconnect, through the load balancer, to another node.
+        for session in services.hub.all_sessions():
+            session.connection.close(1001, "server shutting down")
+
     app.on_startup.append(start_scheduler)
+    app.on_shutdown.append(close_sockets)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

@@ -125,8 +125,8 @@ class SocketConnection:
             await asyncio.wait_for(self._ws.close(code=code, message=reason.encode()), 1.0)
         if not transport.is_closing():
             transport.close()
-        await asyncio.sleep(_ABORT_AFTER_CLOSE)
-        transport.abort()
+        # close() waits for buffered bytes; a client that never reads must not hold them.
+        asyncio.get_running_loop().call_later(_ABORT_AFTER_CLOSE, transport.abort)
 
 
 def _ignore_result(task: asyncio.Future[None]) -> None:
@@ -200,10 +200,38 @@ async def _answer(
         session.connection.send(encode(reply))
 
 
-def _schedule_expiry(session: Session, connection: SocketConnection) -> asyncio.TimerHandle | None:
-    expires_at = session.principal.expires_at
-    if expires_at is None:
+class _ExpiryWatch:
+    """Closes the socket when its token expires; an ``authenticate`` moves the deadline."""
+
+    __slots__ = ("connection", "handle", "session")
+
+    def __init__(self, session: Session, connection: SocketConnection) -> None:
+        self.session = session
+        self.connection = connection
+        self.handle: asyncio.TimerHandle | None = None
+        self.arm()
+
+    def arm(self) -> None:
+        expires_at = self.session.principal.expires_at
+        if expires_at is None:
+            self.handle = None
+            return
+        delay = max(0.0, expires_at - time.time())
+        self.handle = asyncio.get_running_loop().call_later(delay, self.fire)
+
+    def fire(self) -> None:
+        expires_at = self.session.principal.expires_at
+        if expires_at is not None and expires_at > time.time():
+            self.arm()  # renewed in the meantime
+            return
+        self.connection.close(TOKEN_EXPIRED_CLOSE, "token expired")
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+def _schedule_expiry(session: Session, connection: SocketConnection) -> _ExpiryWatch | None:
+    if session.principal.expires_at is None:
         return None
-    loop = asyncio.get_running_loop()
-    delay = max(0.0, expires_at - time.time())
-    return loop.call_later(delay, connection.close, TOKEN_EXPIRED_CLOSE, "token expired")
+    return _ExpiryWatch(session, connection)

@@ -9,23 +9,33 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from mesaya_realtime.application.ports.auth import TokenVerifier
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.usecases.sessions import (
     Session,
+    authenticated_message,
     detail_message,
     error_message,
     list_message,
     pong_message,
 )
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
-from mesaya_realtime.domain.errors import CommandError, InvalidPayload, UnsupportedAction
+from mesaya_realtime.domain.errors import (
+    AuthError,
+    CommandError,
+    InvalidPayload,
+    UnsupportedAction,
+)
 from mesaya_realtime.domain.messages import Message
 from mesaya_realtime.domain.queries import DetailQuery, ListQuery
 
-__all__ = ["ActionHandler", "CommandService", "Envelope"]
+__all__ = ["AUTHENTICATE_ACTIONS", "ActionHandler", "CommandService", "Envelope"]
 
 #: An extra action: given the session and the raw payload, the reply (or None for none).
 ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+
+#: Actions that renew a socket's token before it expires (payload ``{"token": "<jwt>"}``).
+AUTHENTICATE_ACTIONS = ("authenticate", "refresh_token")
 
 _MAX_ACTION = 128
 
@@ -62,8 +72,10 @@ class CommandService:
         snapshots: SnapshotService,
         metrics: Metrics | None = None,
         extra_actions: Mapping[str, Mapping[str, ActionHandler]] | None = None,
+        verifier: TokenVerifier | None = None,
     ) -> None:
         self.snapshots = snapshots
+        self.verifier = verifier
         self.metrics = metrics or NullMetrics()
         self.extra_actions = extra_actions or {}
 
@@ -72,6 +84,8 @@ class CommandService:
         spec = session.entity
         if action in ("ping", "subscribe", "unsubscribe"):
             return action
+        if action in AUTHENTICATE_ACTIONS and self.verifier is not None:
+            return "authenticate"
         if action in spec.list_actions:
             return "list"
         if action in spec.detail_actions:
@@ -90,6 +104,10 @@ class CommandService:
                 return pong_message()
             if kind in ("subscribe", "unsubscribe"):
                 return self._subscription(session, kind, envelope.topic)
+            if kind == "authenticate":
+                renewed = self._authenticate(session, envelope.payload)
+                self.metrics.command(spec.name, kind, "ok")
+                return renewed
             if kind == "list":
                 query = ListQuery.from_payload(envelope.payload)
                 session.list_query = query
@@ -106,10 +124,27 @@ class CommandService:
                 raise UnsupportedAction()
         except CommandError as error:
             self.metrics.command(spec.name, kind, "error")
-            label = kind if kind in ("list", "detail") else ("unknown" if kind == "unknown" else action)
+            label = kind if kind in ("list", "detail", "unknown") else action
             return error_message(spec.name, session.section, label, error.reason)
         self.metrics.command(spec.name, kind, "ok")
         return reply
+
+    def _authenticate(self, session: Session, payload: object) -> Message:
+        """Swap the socket's token for a fresher one of the same user (same entity rules)."""
+        assert self.verifier is not None
+        token = payload.get("token") if isinstance(payload, dict) else None
+        if not isinstance(token, str) or not token.strip() or len(token) > 16_384:
+            raise InvalidPayload()
+        try:
+            principal = self.verifier.verify(token.strip())
+        except AuthError:
+            raise CommandError("invalid token") from None
+        if principal.user_id != session.principal.user_id:
+            raise CommandError("token of another user")
+        if not session.entity.allows(principal.upper_roles):
+            raise CommandError("forbidden")
+        session.principal = principal
+        return authenticated_message(session)
 
     def _subscription(self, session: Session, kind: str, topic: str) -> Message | None:
         """Subscribe/unsubscribe, limited to the socket's own entity's topics."""

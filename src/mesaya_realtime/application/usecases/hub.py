@@ -66,6 +66,9 @@ class Hub:
     def is_connected(self, session: Session) -> bool:
         return session.id in self._by_entity.get(session.entity.name, {})
 
+    def all_sessions(self) -> list[Session]:
+        return [session for index in self._by_entity.values() for session in index.values()]
+
     def sessions(self, entity: str) -> Iterable[Session]:
         return tuple(self._by_entity.get(entity, {}).values())
 

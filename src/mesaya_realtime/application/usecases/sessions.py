@@ -5,17 +5,19 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.identity import Principal
-from mesaya_realtime.domain.messages import Message, encode, topic_of
+from mesaya_realtime.domain.messages import Message, encode, format_timestamp, topic_of
 from mesaya_realtime.domain.queries import ListQuery
 
 __all__ = [
     "WILDCARD_SECTION",
     "Session",
+    "authenticated_message",
     "base_topics",
     "connected_message",
     "detail_message",
@@ -79,6 +81,21 @@ def connected_message(session: Session, topics: list[str]) -> Message:
             "sessionId": principal.session_id,
             "userId": principal.user_id,
         },
+    )
+
+
+def authenticated_message(session: Session) -> Message:
+    """The reply to ``authenticate``: the socket now runs on the new token."""
+    principal = session.principal
+    data: dict[str, object] = {"userId": principal.user_id, "sessionId": principal.session_id}
+    if principal.expires_at is not None:
+        data["expiresAt"] = format_timestamp(datetime.fromtimestamp(principal.expires_at, UTC))
+    return Message(
+        topic="system.authenticated",
+        entity="system",
+        action="authenticated",
+        data=data,
+        metadata={"sectionId": session.section, "userId": principal.user_id},
     )
 
 
