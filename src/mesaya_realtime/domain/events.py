@@ -21,10 +21,14 @@ import orjson
 from mesaya_realtime.domain.catalogue import Catalogue, EntitySpec
 from mesaya_realtime.domain.messages import now_timestamp, parse_timestamp, stringify
 
-__all__ = ["DomainEvent", "EventDecodeError", "decode_event", "event_values"]
+__all__ = ["MAX_EVENT_BYTES", "DomainEvent", "EventDecodeError", "decode_event", "event_values"]
 
 _MAX_ID = 256
 _MAX_ACTION = 64
+#: Records larger than this are skipped ("too large"): a frame this big would also be more
+#: than a quarter of a socket's default send buffer (``WS_SEND_BUFFER_BYTES``, 1 MiB), and
+#: real backend DTOs are a few KB.
+MAX_EVENT_BYTES = 512 * 1024
 
 
 class EventDecodeError(Exception):
@@ -49,11 +53,17 @@ class DomainEvent:
         return f"{self.entity.name}.{self.action}"
 
 
-def _text(payload: Mapping[str, Any], key: str, limit: int) -> str:
+def _text(payload: Mapping[str, Any], key: str, limit: int, *, numbers: bool = False) -> str:
+    """The trimmed string at ``key`` ("" when absent or null); ``numbers`` also accepts integers
+    (an id sent as a number). Any other type is not an event."""
     value = payload.get(key)
     if value is None:
         return ""
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, str | int)
+        or (isinstance(value, int) and not numbers)
+    ):
         raise EventDecodeError(f"{key} is not a string")
     text = str(value).strip()
     if len(text) > limit:
@@ -66,8 +76,13 @@ def decode_event(
     value: bytes | str | None,
     catalogue: Catalogue,
     topic_entities: Mapping[str, str] | None = None,
+    *,
+    max_bytes: int = MAX_EVENT_BYTES,
 ) -> DomainEvent:
     """Decode one Kafka record value of ``topic``.
+
+    Raises :class:`EventDecodeError` (and nothing else) for any record that is not a usable
+    event, so one bad record can never stop the records after it.
 
     >>> from mesaya_realtime.domain.catalogue import CATALOGUE
     >>> event = decode_event("mesa-ya.menus.events",
@@ -78,6 +93,22 @@ def decode_event(
     """
     if value is None:
         raise EventDecodeError("empty record")
+    if len(value) > max_bytes:
+        raise EventDecodeError("too large")
+    try:
+        return _decode(topic, value, catalogue, topic_entities)
+    except EventDecodeError:
+        raise
+    except Exception:  # a record must never break the batch it came in
+        raise EventDecodeError("invalid event") from None
+
+
+def _decode(
+    topic: str,
+    value: bytes | str,
+    catalogue: Catalogue,
+    topic_entities: Mapping[str, str] | None,
+) -> DomainEvent:
     try:
         payload = orjson.loads(value)
     except orjson.JSONDecodeError:
@@ -94,8 +125,10 @@ def decode_event(
     if isinstance(legacy_entity, str) and legacy_entity.strip():
         spec = catalogue.resolve(legacy_entity) or spec
     if spec is None:
-        raise EventDecodeError("unknown entity")
-    resource_id = _text(payload, "entity_id", _MAX_ID) or _text(payload, "resourceId", _MAX_ID)
+        raise EventDecodeError("unknown subtype" if subtype else "unknown entity")
+    resource_id = _text(payload, "entity_id", _MAX_ID, numbers=True) or _text(
+        payload, "resourceId", _MAX_ID, numbers=True
+    )
     raw_metadata = payload.get("metadata")
     if raw_metadata is not None and not isinstance(raw_metadata, dict):
         raise EventDecodeError("metadata is not an object")

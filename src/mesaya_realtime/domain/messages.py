@@ -51,7 +51,10 @@ def parse_timestamp(value: object) -> str | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return format_timestamp(moment)
+    try:
+        return format_timestamp(moment)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC value
+        return None
 
 
 def topic_of(entity: str, action: str) -> str:
