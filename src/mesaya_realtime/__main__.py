@@ -105,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the gateway with configuration from the environment")
     demo_parser = commands.add_parser("demo", help="run with an embedded upstream and events")
-    demo_parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
+    # A string default: argparse converts it only when `demo` runs, so a bad PORT never
+    # crashes `serve` (whose settings report it naming the variable).
+    demo_parser.add_argument("--port", type=int, default=os.environ.get("PORT", "8080"))
     demo_parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     demo_parser.add_argument("--interval", type=float, default=3.0, help="seconds between demo events")
     args = parser.parse_args(argv)
