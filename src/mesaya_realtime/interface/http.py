@@ -187,6 +187,8 @@ def create_app(services: GatewayServices) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/ws/{entity}/{section}", entity_socket)
-    app.router.add_get("/ws/{entity}/{section}/{token}", entity_socket)
+    # Empty entity/section segments match, as in Echo: `/ws//s/t` is the default entity and
+    # `/ws/tables//t` is 400 "missing section" (reference §2.2), not a 404.
+    app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}", entity_socket)
+    app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}/{token}", entity_socket)
     return app
