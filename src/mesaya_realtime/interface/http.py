@@ -87,7 +87,9 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
     except HandshakeRejected as rejected:
         return _reject(services, rejected.status, rejected.message)
     ws = web.WebSocketResponse(
-        max_msg_size=services.max_message_bytes,
+        # aiohttp refuses a message of exactly max_msg_size; gorilla's read limit (and ours)
+        # accepts up to and including the limit, and refuses one byte more with 1009.
+        max_msg_size=services.max_message_bytes + 1,
         heartbeat=services.heartbeat,
         compress=False,
         autoping=True,
