@@ -186,6 +186,7 @@ def build_gateway(
                 asyncio.get_running_loop(),
                 on_batch,
                 on_lag=metrics.lag,
+                on_state=lambda up: metrics.consumer_up.set(1 if up else 0),
             )
 
         source_factory = kafka_factory

@@ -1,11 +1,20 @@
 """The Kafka event source: confluent-kafka in a thread, batches handed to the event loop.
 
 Every node must see every event, so the consumer uses no consumer group membership: it
-assigns itself every partition of the configured topics (``assign``, never ``subscribe``),
-starting at each partition's end offset, resolved before the node reports ready. A broker
-restart keeps the in-memory positions, so nothing produced while the node was connected is
-lost. Batches (``consume(1000)``) cross to the event loop through a bounded window so a slow
-loop pauses fetching instead of growing memory.
+assigns itself every partition of the configured topics (``assign``, never ``subscribe``).
+Where each partition starts:
+
+- partitions that exist when the node first reaches the broker start at their end offset,
+  resolved before the node reports ready (a fresh node does not replay history);
+- partitions that appear later (a topic created after the node started, or new partitions)
+  start at the first record produced since the node first reached the broker
+  (``offsets_for_times``), so the record whose produce created the topic is not lost;
+- a partition the node already read keeps its in-memory position, across broker restarts
+  and across a re-created consumer, so nothing produced while the node was connected is lost.
+
+Batches (``consume(1000)``) cross to the event loop through a bounded window so a slow loop
+pauses fetching instead of growing memory. Back-off, errors and logging belong to this one
+consumer, never to the process.
 """
 
 from __future__ import annotations
@@ -17,13 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from mesaya_realtime.application.handlers.events import Record
 
 __all__ = ["KafkaEventSource", "KafkaSourceConfig"]
 
 log = logging.getLogger(__name__)
+
+_Key = tuple[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +44,20 @@ class KafkaSourceConfig:
     group_id: str
     batch_size: int = 1000
     poll_timeout: float = 0.05
+    #: Seconds between topic metadata refreshes (new topics/partitions) and lag reports.
     metadata_interval: float = 5.0
     max_pending_batches: int = 64
+    #: False replays partitions that exist at start from their beginning (tools, tests).
     start_at_end: bool = True
 
 
 class KafkaEventSource:
-    """Consumes ``topics`` and calls ``on_batch(records)`` on ``loop`` for each batch."""
+    """Consumes ``topics`` and calls ``on_batch(records)`` on ``loop`` for each batch.
+
+    ``on_lag(topic, partition, lag)`` receives the records behind the end of each assigned
+    partition; ``on_state(connected)`` is told when the broker connection comes and goes.
+    Both are called from the consumer thread.
+    """
 
     def __init__(
         self,
@@ -47,17 +65,27 @@ class KafkaEventSource:
         loop: asyncio.AbstractEventLoop,
         on_batch: Callable[[list[Record]], None],
         on_lag: Callable[[str, int, int], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
     ) -> None:
         self.config = config
         self._loop = loop
         self._on_batch = on_batch
         self._on_lag = on_lag
+        self._on_state = on_state
         self._stop = threading.Event()
         self._window = threading.BoundedSemaphore(config.max_pending_batches)
         self._thread: threading.Thread | None = None
-        self._assigned: set[tuple[str, int]] = set()
+        # Replaced, never mutated: status() reads it from the event loop thread.
+        self._assigned: frozenset[_Key] = frozenset()
+        #: Next offset to hand over per partition (consumer thread only).
+        self._positions: dict[_Key, int] = {}
+        self._high: dict[_Key, int] = {}
+        #: Wall-clock ms when the node first reached the broker; None until then.
+        self._since_ms: int | None = None
+        self._warned_missing: set[str] = set()
         self._connected = False
         self._last_error = ""
+        self._next_lag = 0.0
         self._consumer: Consumer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -72,13 +100,19 @@ class KafkaEventSource:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 10.0)
 
     def status(self) -> dict[str, object]:
-        """Liveness for ``GET /ready``: connected, and partitions of every topic assigned."""
-        topics = {topic for topic, _ in self._assigned}
+        """Liveness for ``GET /ready``: connected, and every existing partition assigned.
+
+        A configured topic that does not exist (yet) is listed in ``missingTopics`` but does
+        not make the node unready: it is assigned from its first record when it appears.
+        """
+        assigned = self._assigned
+        topics = {topic for topic, _ in assigned}
         missing = sorted(set(self.config.topics) - topics)
+        connected = self._connected
         return {
-            "ready": self._connected and not missing,
-            "connected": self._connected,
-            "partitions": len(self._assigned),
+            "ready": connected and self._since_ms is not None,
+            "connected": connected,
+            "partitions": len(assigned),
             "missingTopics": missing,
             "lastError": self._last_error,
         }
@@ -103,13 +137,22 @@ class KafkaEventSource:
             }
         )
 
+    def _set_connected(self, connected: bool) -> None:
+        if connected == self._connected:
+            return
+        self._connected = connected
+        if connected:
+            log.info("kafka consumer connected", extra={"brokers": self.config.brokers})
+        else:
+            log.warning("kafka connection lost", extra={"error": self._last_error})
+        if self._on_state is not None:
+            self._on_state(connected)
+
     def _on_error(self, error: KafkaError) -> None:
-        # Called from inside poll/consume; per consumer, never process-wide.
+        # Called from inside poll/consume of this consumer's thread.
         self._last_error = str(error)
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            if self._connected:
-                log.warning("kafka connection lost", extra={"error": str(error)})
-            self._connected = False
+            self._set_connected(False)
 
     def _run(self) -> None:
         backoff = 0.5
@@ -119,8 +162,8 @@ class KafkaEventSource:
                 self._consume(consumer)
                 backoff = 0.5
             except Exception as error:
-                self._connected = False
                 self._last_error = str(error)
+                self._set_connected(False)
                 log.warning("kafka consumer error; retrying", extra={"error": str(error), "backoff": backoff})
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -131,31 +174,65 @@ class KafkaEventSource:
                     except Exception:
                         log.debug("kafka consumer close failed", exc_info=True)
                     self._consumer = None
-                    self._assigned.clear()
+                # A new consumer re-assigns from self._positions: nothing read is lost.
+                self._assigned = frozenset()
+        self._set_connected(False)
+
+    def _start_offsets(self, consumer: Consumer, keys: list[_Key], initial: bool) -> list[TopicPartition]:
+        """Where each newly assigned partition starts (see the module docstring)."""
+        chosen: list[TopicPartition] = []
+        late: list[tuple[_Key, int]] = []
+        for key in keys:
+            known = self._positions.get(key)
+            if known is not None:
+                chosen.append(TopicPartition(*key, known))
+            elif initial and not self.config.start_at_end:
+                chosen.append(TopicPartition(*key, OFFSET_BEGINNING))
+            else:
+                # The end now; for a late partition, the fallback when nothing is newer.
+                _, high = consumer.get_watermark_offsets(TopicPartition(*key), timeout=5.0)
+                self._high[key] = high
+                if initial:
+                    chosen.append(TopicPartition(*key, high))
+                else:
+                    late.append((key, high))
+        if late:
+            since = self._since_ms or 0
+            found = consumer.offsets_for_times([TopicPartition(*key, since) for key, _ in late], timeout=5.0)
+            ends = dict(late)
+            for tp in found:
+                key = (tp.topic, tp.partition)
+                offset = tp.offset if tp.offset >= 0 else ends[key]
+                chosen.append(TopicPartition(*key, min(offset, ends[key])))
+        return chosen
 
     def _refresh_assignment(self, consumer: Consumer) -> None:
+        attempted_ms = int(time.time() * 1000)
         metadata = consumer.list_topics(timeout=5.0)
-        fresh: list[TopicPartition] = []
+        initial = self._since_ms is None
+        fresh: list[_Key] = []
         for topic in self.config.topics:
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
+                if topic not in self._warned_missing:
+                    self._warned_missing.add(topic)
+                    log.warning(
+                        "kafka topic not found; will assign it when it appears", extra={"topic": topic}
+                    )
                 continue
-            for partition in found.partitions:
-                if (topic, partition) in self._assigned:
-                    continue
-                offset = OFFSET_END
-                if self.config.start_at_end:
-                    # Resolve the end now, so "ready" means "everything from here on".
-                    _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=5.0)
-                    offset = high
-                fresh.append(TopicPartition(topic, partition, offset))
+            self._warned_missing.discard(topic)
+            fresh.extend((topic, p) for p in sorted(found.partitions) if (topic, p) not in self._assigned)
         if fresh:
-            consumer.incremental_assign(fresh)
-            self._assigned.update((tp.topic, tp.partition) for tp in fresh)
-            log.info("kafka partitions assigned", extra={"count": len(fresh)})
-        if not self._connected:
-            log.info("kafka consumer connected", extra={"brokers": self.config.brokers})
-        self._connected = True
+            offsets = self._start_offsets(consumer, fresh, initial)
+            consumer.incremental_assign(offsets)
+            for tp in offsets:
+                if tp.offset >= 0:
+                    self._positions[(tp.topic, tp.partition)] = tp.offset
+            self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in offsets}
+            log.info("kafka partitions assigned", extra={"count": len(offsets), "initial": initial})
+        if initial:
+            self._since_ms = attempted_ms
+        self._set_connected(True)
 
     def _consume(self, consumer: Consumer) -> None:
         next_metadata = 0.0
@@ -165,12 +242,12 @@ class KafkaEventSource:
                 try:
                     self._refresh_assignment(consumer)
                     next_metadata = now + self.config.metadata_interval
-                    self._report_lag(consumer)
                 except KafkaException as error:
-                    self._connected = False
                     self._last_error = str(error)
+                    self._set_connected(False)
                     self._stop.wait(1.0)
                     continue
+            self._maybe_report_lag(consumer)
             records: list[Record] = []
             for message in consumer.consume(self.config.batch_size, self.config.poll_timeout):
                 problem = message.error()
@@ -187,13 +264,14 @@ class KafkaEventSource:
                     )
                 )
             if records:
-                self._connected = True
-                self._hand_over(records)
+                self._set_connected(True)
+                self._hand_over(consumer, records)
 
-    def _hand_over(self, records: list[Record]) -> None:
+    def _hand_over(self, consumer: Consumer, records: list[Record]) -> None:
         while not self._window.acquire(timeout=0.5):
             if self._stop.is_set():
                 return
+            self._maybe_report_lag(consumer)  # back-pressure is when lag matters most
 
         def run() -> None:
             try:
@@ -206,15 +284,25 @@ class KafkaEventSource:
         except RuntimeError:  # the loop is closed: we are shutting down
             self._window.release()
             self._stop.set()
-
-    def _report_lag(self, consumer: Consumer) -> None:
-        if self._on_lag is None or not self._assigned:
             return
-        partitions = [TopicPartition(t, p) for t, p in self._assigned]
-        for tp in consumer.position(partitions):
+        positions = self._positions
+        for record in records:
+            positions[(record.topic, record.partition)] = record.offset + 1
+
+    def _maybe_report_lag(self, consumer: Consumer) -> None:
+        now = time.monotonic()
+        if self._on_lag is None or now < self._next_lag:
+            return
+        self._next_lag = now + self.config.metadata_interval
+        for key in sorted(self._assigned):
             try:
-                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                _, high = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
             except KafkaException:
-                continue
-            if tp.offset >= 0 and high >= 0:
-                self._on_lag(tp.topic, tp.partition, max(0, high - tp.offset))
+                high = -1
+            if high >= 0:
+                self._high[key] = high
+            else:
+                high = self._high.get(key, -1)
+            position = self._positions.get(key)
+            if high >= 0 and position is not None:
+                self._on_lag(key[0], key[1], max(0, high - position))
