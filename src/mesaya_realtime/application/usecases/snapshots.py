@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesaya_realtime.application.ports.snapshots import SnapshotFetcher
+from mesaya_realtime.application.usecases.sessions import WILDCARD_SECTION
 from mesaya_realtime.application.usecases.snapshot_cache import CacheKey, SnapshotCache
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import SnapshotNotFound
@@ -16,6 +17,13 @@ __all__ = ["SnapshotService"]
 
 
 class SnapshotService:
+    """Plans the REST call of a list/detail command and answers it through the cache.
+
+    The cache key is the planned request itself (path and query) plus the audience, and the
+    user when the variant's answer depends on the caller, so two sockets share an entry
+    exactly when the upstream would give them the same answer.
+    """
+
     def __init__(self, fetcher: SnapshotFetcher, cache: SnapshotCache) -> None:
         self.fetcher = fetcher
         self.cache = cache
@@ -36,12 +44,15 @@ class SnapshotService:
             path=request.path,
             params=request.params,
             resource_id=resource_id,
+            section=request.section,
         )
 
     def list_key(
         self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery
     ) -> tuple[CacheKey, SnapshotRequest]:
-        request = plan_list(spec, principal.audience, section, query)
+        # The ADMIN wildcard section ("*") is every section: no section is sent upstream.
+        scope = "" if section == WILDCARD_SECTION else section
+        request = plan_list(spec, principal.audience, scope, query)
         return self._key(spec, principal, "list", request), request
 
     def detail_key(
