@@ -385,24 +385,24 @@ async def test_wildcard_section_is_for_admins_only(
 # After the upgrade ------------------------------------------------------------------------------
 
 
+def reference_topics(entity: str) -> list[str]:
+    """Reference §5.3 with the default WS_ALLOWED_ACTIONS: 4 base topics, then 8 actions."""
+    base = [f"{entity}.{action}" for action in ("snapshot", "list", "detail", "error")]
+    return base + [f"{entity}.{action}" for action in DEFAULT_ACTIONS]
+
+
 async def test_system_connected_field_by_field(gateway: GatewayProcess, http: aiohttp.ClientSession) -> None:
     token = make_token("user-42", ["OWNER", "User"], sid="session-9", jti="jti-1")
     before = datetime.now(UTC)
-    ws, body = await connected(http, f"{gateway.ws_url}/ws/tables/3f1c-section/{token}")
+    ws, body = await connected(http, f"{gateway.ws_url}/ws/reservations/3f1c-section/{token}")
     await ws.close()
     assert list(body) == ["topic", "entity", "action", "data", "metadata", "timestamp"]
     assert (body["topic"], body["entity"], body["action"]) == ("system.connected", "system", "connected")
     assert "resourceId" not in body
     assert list(body["data"]) == ["allowedTopics", "entity", "roles", "sectionId"]
-    assert body["data"]["allowedTopics"] == [
-        "tables.snapshot",
-        "tables.list",
-        "tables.detail",
-        "tables.error",
-        *(f"tables.{action}" for action in DEFAULT_ACTIONS),
-    ]
+    assert body["data"]["allowedTopics"] == reference_topics("reservations")
     assert len(body["data"]["allowedTopics"]) == 12
-    assert body["data"]["entity"] == "tables"
+    assert body["data"]["entity"] == "reservations"
     assert body["data"]["roles"] == ["OWNER", "User"]
     assert body["data"]["sectionId"] == "3f1c-section"
     assert body["metadata"] == {"sectionId": "3f1c-section", "sessionId": "session-9", "userId": "user-42"}
@@ -410,6 +410,19 @@ async def test_system_connected_field_by_field(gateway: GatewayProcess, http: ai
     assert RFC3339_UTC.match(body["timestamp"]), body["timestamp"]
     moment = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00"))
     assert before - timedelta(minutes=1) <= moment <= datetime.now(UTC) + timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in CATALOGUE.entities])
+async def test_allowed_topics_of_every_entity_start_with_the_reference_list(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, name: str
+) -> None:
+    ws, body = await connected(http, f"{gateway.ws_url}/ws/{name}/rest-1/{make_token('a', ['ADMIN'])}")
+    await ws.close()
+    topics = body["data"]["allowedTopics"]
+    assert topics[:12] == reference_topics(name)
+    # Entities with socket-only actions (table selection) may add their own topics after.
+    assert all(topic.startswith(f"{name}.") for topic in topics)
+    assert len(set(topics)) == len(topics)
 
 
 async def test_system_connected_section_is_trimmed_and_decoded(
