@@ -347,6 +347,22 @@ async def test_other_owner_variants_send_the_section_as_restaurant_id(
     assert call["query"] == {"page": "1", "limit": "20", "sortBy": sort_by, "restaurantId": "rest-1"}
 
 
+@pytest.mark.parametrize("name", ["reviews", "menus", "dishes", "images", "objects", "section-objects"])
+async def test_owners_of_entities_without_owner_variant_use_the_default_paths(
+    name: str, open_socket: Callable[..., Any], upstream: RecordingUpstream
+) -> None:
+    client = await open_socket(name, "rest-1", ["OWNER"])
+    resource, _ = RESOURCES[name]
+    async with client.ws:
+        sort_by = marker()
+        reply = await client.ask({"action": "list", "payload": {"sortBy": sort_by}})
+        assert reply["data"]["data"] == upstream.rows[resource]
+    call = calls_with(upstream, "sortBy", sort_by)[0]
+    assert call["path"] == f"/api/v1/{resource}"
+    assert call["query"] == {"page": "1", "limit": "20", "sortBy": sort_by}
+    assert_forwarded(call, client)
+
+
 async def test_user_reservations_use_the_default_variant(
     open_socket: Callable[..., Any], upstream: RecordingUpstream
 ) -> None:
