@@ -1,0 +1,538 @@
+"""Table selection between the clients of a section, kept the same on every node.
+
+A tables socket sends ``select_table`` (alias ``selecting``) or ``release_table`` (alias
+``released``) with ``{"tableId": ...}``. The node checks the command, appends a record to the
+shared :class:`~mesaya_realtime.application.ports.selection.SelectionLog` and waits for the
+record to come back from the log: only the log's order decides who holds a table, so every
+node applies the same records to its :class:`~mesaya_realtime.domain.selection.SelectionState`
+and announces the same changes (``tables.selecting`` / ``tables.released``) to its own sockets
+of the section. The selector's confirmation is that broadcast; a refusal is ``tables.error``.
+
+Besides commands, each node keeps the shared state moving (:meth:`SelectionService.upkeep`):
+
+* it appends a heartbeat every ``heartbeat_interval``;
+* it releases its own holds when they expire (``expired``) or when their socket is gone
+  (``disconnected``, also on close through :meth:`SelectionService.leave`);
+* it releases the holds of a node it has not heard from for ``node_timeout`` (``node_down``),
+  and holds expired for longer than ``node_timeout`` whoever owns them;
+* it appends a checkpoint of each log stream every ``checkpoint_interval`` unless another node
+  just did, so a node that starts later rebuilds the state from a bounded read.
+
+Releases are idempotent (a release that matches no hold changes nothing), so several nodes
+may race to release the same dead hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mesaya_realtime.application.ports.selection import (
+    SelectionLog,
+    SelectionLogUnavailable,
+)
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.catalogue import EntitySpec
+from mesaya_realtime.domain.messages import Message
+from mesaya_realtime.domain.selection import (
+    Change,
+    Checkpoint,
+    Heartbeat,
+    Hold,
+    Holder,
+    LogEntry,
+    Rejected,
+    Release,
+    Released,
+    ReleaseReason,
+    Select,
+    Selected,
+    SelectionRecord,
+    SelectionRefused,
+    SelectionState,
+    StreamReplay,
+    Unmatched,
+    table_id_from,
+)
+
+__all__ = [
+    "RELEASE_ACTIONS",
+    "SELECT_ACTIONS",
+    "SelectionPolicy",
+    "SelectionService",
+    "released_message",
+    "selecting_message",
+]
+
+log = logging.getLogger(__name__)
+
+SELECT_ACTIONS = ("select_table", "selecting")
+RELEASE_ACTIONS = ("release_table", "released")
+
+TAKEN = "table already selected"
+NOT_HELD = "table not selected by this socket"
+TOO_MANY_HOLDS = "too many selections"
+TOO_FAST = "too many requests"
+NEEDS_SECTION = "table selection needs a section"
+UNAVAILABLE = "table selection unavailable"
+TIMED_OUT = "table selection timed out"
+
+ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionPolicy:
+    """Limits and timings of table selection (seconds, except the counts)."""
+
+    ttl: float = 300.0
+    max_per_socket: int = 3
+    rate_per_second: float = 10.0
+    request_timeout: float = 5.0
+    heartbeat_interval: float = 2.0
+    node_timeout: float = 10.0
+    checkpoint_interval: float = 30.0
+    sweep_interval: float = 0.25
+
+
+def selecting_message(entity: str, hold: Hold, origin: str) -> Message:
+    """``<entity>.selecting``; ``origin`` is ``live`` for a change, ``current`` for state."""
+    return Message(
+        topic=f"{entity}.selecting",
+        entity=entity,
+        action="selecting",
+        resource_id=hold.table,
+        data={
+            "tableId": hold.table,
+            "sectionId": hold.section,
+            "selectedBy": hold.holder.user,
+            "selectedAt": hold.since_text,
+            "expiresAt": hold.expires_at_text,
+        },
+        metadata={"sectionId": hold.section, "origin": origin},
+    )
+
+
+def released_message(entity: str, hold: Hold, reason: ReleaseReason) -> Message:
+    return Message(
+        topic=f"{entity}.released",
+        entity=entity,
+        action="released",
+        resource_id=hold.table,
+        data={
+            "tableId": hold.table,
+            "sectionId": hold.section,
+            "selectedBy": hold.holder.user,
+            "reason": reason.value,
+        },
+        metadata={"sectionId": hold.section, "reason": reason.value},
+    )
+
+
+class _Bucket:
+    """A token bucket: ``rate`` requests per second, bursts of up to ``rate``."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class SelectionService:
+    """Selection commands of tables sockets and the node's share of the log upkeep."""
+
+    def __init__(
+        self,
+        log: SelectionLog,
+        hub: Hub,
+        spec: EntitySpec,
+        policy: SelectionPolicy,
+        node_id: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        incarnation: str | None = None,
+    ) -> None:
+        self.log = log
+        self.hub = hub
+        self.spec = spec
+        self.policy = policy
+        self.node_id = node_id
+        #: This process's identity in the log: a restarted node is a new incarnation.
+        self.node = incarnation or f"{node_id}#{secrets.token_hex(4)}"
+        self.state = SelectionState()
+        self._clock = clock
+        self._monotonic = monotonic
+        self._ready = asyncio.Event()
+        self._requests = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[Change]] = {}
+        #: Selects appended but not yet applied: request -> (socket, key), and per socket.
+        self._unapplied: dict[str, tuple[str, tuple[str, str]]] = {}
+        self._inflight: dict[str, set[tuple[str, str]]] = {}
+        self._sessions: dict[str, Session] = {}
+        self._buckets: dict[str, _Bucket] = {}
+        self._seen: dict[str, float] = {}
+        self._through: dict[str, int] = {}
+        self._checkpoint_seen: dict[str, float] = {}
+        self._asked: dict[tuple[object, ...], float] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._append_failing = False
+        self._next_heartbeat = 0.0
+        self._next_checkpoint: float | None = None
+
+    # -- wiring ------------------------------------------------------------------------------
+    def actions(self) -> dict[str, ActionHandler]:
+        """The command table to register for the tables entity."""
+        handlers: dict[str, ActionHandler] = {}
+        for action in SELECT_ACTIONS:
+            handlers[action] = self.select
+        for action in RELEASE_ACTIONS:
+            handlers[action] = self.release
+        return handlers
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ready": self.ready and bool(self.log.status().get("ready", True)),
+            "node": self.node,
+            "holds": len(self.state),
+            "log": self.log.status(),
+        }
+
+    def start(self) -> None:
+        """Start reading the log and the periodic upkeep; call on the running loop."""
+        self.log.start(self)
+        self._task = asyncio.create_task(self._run(), name="table-selection")
+
+    async def stop(self) -> None:
+        """Release this node's remaining holds, then stop the log (which flushes)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.ready:
+            now = self._now()
+            for hold in list(self.state):
+                if hold.holder.node == self.node:
+                    self._append_quietly(self._release_record(hold, ReleaseReason.DISCONNECTED, now))
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.policy.request_timeout)
+        await self.log.stop()
+
+    # -- socket hooks ------------------------------------------------------------------------
+    def join(self, session: Session) -> list[Message]:
+        """The ``on_join`` hook: the current selections the new socket should see."""
+        if session.entity.name != self.spec.name:
+            return []
+        self._sessions[str(session.id)] = session
+        if not self.ready:
+            return []
+        holds = list(self.state) if session.is_wildcard else self.state.in_section(session.section)
+        now = self._now()
+        live = sorted((hold for hold in holds if hold.expires_at > now), key=lambda h: h.key)
+        return [selecting_message(self.spec.name, hold, "current") for hold in live]
+
+    async def leave(self, session: Session) -> None:
+        """The ``on_leave`` hook: release every table the closed socket held or was taking."""
+        socket = str(session.id)
+        if self._sessions.pop(socket, None) is None:
+            return
+        self._buckets.pop(socket, None)
+        keys = {hold.key for hold in self.state.of_socket(self.node, socket)}
+        keys |= self._inflight.get(socket, set())
+        if not keys:
+            return
+        holder = Holder(self.node, socket, session.principal.user_id)
+        now = self._now()
+        stored = [
+            self._append_quietly(Release(section, table, holder, ReleaseReason.DISCONNECTED, now, self.node))
+            for section, table in sorted(keys)
+        ]
+        await asyncio.wait(stored, timeout=self.policy.request_timeout)
+
+    # -- commands ----------------------------------------------------------------------------
+    async def select(self, session: Session, payload: Any) -> Message | None:
+        """Select (or extend) a table; the broadcast ``tables.selecting`` is the confirmation."""
+        table = self._admit(session, payload)
+        await self._wait_ready()
+        socket = str(session.id)
+        if socket not in self._sessions:
+            return None
+        holder = Holder(self.node, socket, session.principal.user_id)
+        key = (session.section, table)
+        current = self.state.hold(*key)
+        now = self._now()
+        mine = current is not None and current.holder.same_socket(holder)
+        if current is not None and not mine and now < current.expires_at:
+            raise SelectionRefused(TAKEN)
+        if not mine:
+            taken = {hold.key for hold in self.state.of_socket(self.node, socket)}
+            taken |= self._inflight.get(socket, set())
+            taken.discard(key)
+            if len(taken) >= self.policy.max_per_socket:
+                raise SelectionRefused(TOO_MANY_HOLDS)
+        record = Select(
+            session.section,
+            table,
+            holder,
+            at=now,
+            ttl=max(1, round(self.policy.ttl * 1000)),
+            request=self._request_id(),
+        )
+        self._unapplied[record.request] = (socket, key)
+        self._inflight.setdefault(socket, set()).add(key)
+        outcome = await self._submit(record)
+        if isinstance(outcome, Rejected):
+            raise SelectionRefused(TAKEN)
+        return None
+
+    async def release(self, session: Session, payload: Any) -> Message | None:
+        """Release a table this socket holds; the broadcast ``tables.released`` confirms it."""
+        table = self._admit(session, payload)
+        await self._wait_ready()
+        socket = str(session.id)
+        if socket not in self._sessions:
+            return None
+        holder = Holder(self.node, socket, session.principal.user_id)
+        key = (session.section, table)
+        current = self.state.hold(*key)
+        mine = current is not None and current.holder.same_socket(holder)
+        if not mine and key not in self._inflight.get(socket, ()):
+            raise SelectionRefused(NOT_HELD)
+        record = Release(
+            session.section,
+            table,
+            holder,
+            ReleaseReason.RELEASED,
+            at=self._now(),
+            writer=self.node,
+            request=self._request_id(),
+        )
+        outcome = await self._submit(record)
+        if isinstance(outcome, Unmatched):
+            raise SelectionRefused(NOT_HELD)
+        return None
+
+    def _admit(self, session: Session, payload: Any) -> str:
+        if session.is_wildcard:
+            raise SelectionRefused(NEEDS_SECTION)
+        if not self._take_token(str(session.id)):
+            raise SelectionRefused(TOO_FAST)
+        return table_id_from(payload)
+
+    def _take_token(self, socket: str) -> bool:
+        rate = self.policy.rate_per_second
+        now = self._monotonic()
+        bucket = self._buckets.get(socket)
+        if bucket is None:
+            bucket = self._buckets[socket] = _Bucket(max(1.0, rate), now)
+        bucket.tokens = min(max(1.0, rate), bucket.tokens + (now - bucket.stamp) * rate)
+        bucket.stamp = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    async def _wait_ready(self) -> None:
+        if self._ready.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.policy.request_timeout)
+        except TimeoutError:
+            raise SelectionRefused(UNAVAILABLE) from None
+
+    async def _submit(self, record: Select | Release) -> Change:
+        """Append ``record`` and wait until the log gives it back applied: its outcome."""
+        outcome: asyncio.Future[Change] = asyncio.get_running_loop().create_future()
+        self._pending[record.request] = outcome
+        try:
+            stored = self.log.append(record)
+            async with asyncio.timeout(self.policy.request_timeout):
+                try:
+                    await stored
+                except SelectionLogUnavailable:
+                    self._forget_select(record.request)
+                    raise SelectionRefused(UNAVAILABLE) from None
+                return await outcome
+        except TimeoutError:
+            raise SelectionRefused(TIMED_OUT) from None
+        finally:
+            self._pending.pop(record.request, None)
+
+    def _forget_select(self, request: str) -> None:
+        unapplied = self._unapplied.pop(request, None)
+        if unapplied is None:
+            return
+        socket, key = unapplied
+        keys = self._inflight.get(socket)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._inflight[socket]
+
+    # -- reading the log (SelectionSink) -----------------------------------------------------
+    def bootstrap(self, replays: Sequence[StreamReplay]) -> None:
+        """Rebuild the state silently, then show the result to the sockets already here."""
+        for replay in replays:
+            self.state.restore(replay.stream, replay.base)
+            for entry in replay.entries:
+                self._apply(entry, announce=False)
+            self._through[replay.stream] = replay.through
+        self._ready.set()
+        log.info(
+            "table selections ready",
+            extra={"node": self.node, "holds": len(self.state), "streams": len(replays)},
+        )
+        for hold in sorted(self.state, key=lambda h: h.key):
+            self._publish(hold.section, selecting_message(self.spec.name, hold, "current"))
+
+    def entries(self, entries: Sequence[LogEntry]) -> None:
+        for entry in entries:
+            try:
+                self._apply(entry, announce=True)
+            except Exception:
+                log.exception("selection record failed", extra={"stream": entry.stream})
+
+    def _apply(self, entry: LogEntry, announce: bool) -> None:
+        record = entry.record
+        now = self._monotonic()
+        self._seen[record.writer] = now
+        self._through[entry.stream] = entry.offset
+        if isinstance(record, Checkpoint):
+            self._checkpoint_seen[entry.stream] = now
+            return
+        changes = self.state.apply(record, entry.stream)
+        if announce:
+            for change in changes:
+                self._announce(change)
+        if isinstance(record, Select | Release) and record.writer == self.node and record.request:
+            self._forget_select(record.request)
+            outcome = self._pending.pop(record.request, None)
+            if outcome is not None and not outcome.done() and changes:
+                outcome.set_result(changes[-1])
+
+    def _announce(self, change: Change) -> None:
+        if isinstance(change, Selected):
+            hold = change.hold
+            self._publish(hold.section, selecting_message(self.spec.name, hold, "live"))
+        elif isinstance(change, Released):
+            hold = change.hold
+            self._publish(hold.section, released_message(self.spec.name, hold, change.reason))
+
+    def _publish(self, section: str, message: Message) -> None:
+        self.hub.publish(message, self.hub.recipients(self.spec, (section,), ()))
+
+    # -- upkeep ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.upkeep()
+            except Exception:
+                log.exception("table selection upkeep failed")
+            await asyncio.sleep(self.policy.sweep_interval)
+
+    def upkeep(self) -> None:
+        """One round of upkeep; the background task runs it every ``sweep_interval``."""
+        policy = self.policy
+        moment = self._monotonic()
+        if moment >= self._next_heartbeat:
+            self._next_heartbeat = moment + policy.heartbeat_interval
+            self._append_quietly(Heartbeat(self.node, self._now()))
+        if not self.ready:
+            return
+        self._release_ended(moment)
+        if self._next_checkpoint is None:
+            # Spread the nodes' checkpoints out; one per stream and interval is enough.
+            self._next_checkpoint = moment + policy.checkpoint_interval * random.uniform(0.5, 1.0)
+        elif moment >= self._next_checkpoint:
+            self._next_checkpoint = moment + policy.checkpoint_interval * random.uniform(0.75, 1.25)
+            self._write_checkpoints(moment)
+
+    def _release_ended(self, moment: float) -> None:
+        """Release what has ended: expired holds, holds of gone sockets and of silent nodes."""
+        now = self._now()
+        timeout_ms = round(self.policy.node_timeout * 1000)
+        retry = max(1.0, self.policy.request_timeout)
+        self._asked = {key: at for key, at in self._asked.items() if moment - at < retry}
+        for hold in list(self.state):
+            node = hold.holder.node
+            if node == self.node:
+                if hold.holder.session not in self._sessions:
+                    self._ask(hold, ReleaseReason.DISCONNECTED, now, moment)
+                elif hold.expires_at <= now:
+                    self._ask(hold, ReleaseReason.EXPIRED, now, moment)
+                continue
+            if hold.expires_at + timeout_ms <= now:
+                self._ask(hold, ReleaseReason.EXPIRED, now, moment)
+            elif (
+                self._earlier_incarnation(node)
+                or moment - self._seen.setdefault(node, moment) > self.policy.node_timeout
+            ):
+                self._ask(hold, ReleaseReason.NODE_DOWN, now, moment)
+
+    def _earlier_incarnation(self, node: str) -> bool:
+        return node.rpartition("#")[0] == self.node_id and node != self.node
+
+    def _ask(self, hold: Hold, reason: ReleaseReason, now: int, moment: float) -> None:
+        key = (hold.key, hold.holder.node, hold.holder.session, hold.expires_at, reason)
+        if key in self._asked:
+            return
+        self._asked[key] = moment
+        if reason is ReleaseReason.NODE_DOWN:
+            log.info(
+                "releasing a silent node's hold",
+                extra={"node": hold.holder.node, "section": hold.section, "table": hold.table},
+            )
+        self._append_quietly(self._release_record(hold, reason, now))
+
+    def _release_record(self, hold: Hold, reason: ReleaseReason, now: int) -> Release:
+        return Release(hold.section, hold.table, hold.holder, reason, at=now, writer=self.node)
+
+    def _write_checkpoints(self, moment: float) -> None:
+        interval = self.policy.checkpoint_interval
+        for stream in self.log.streams():
+            if stream not in self._through:
+                continue
+            seen = self._checkpoint_seen.get(stream)
+            if seen is not None and moment - seen < interval:
+                continue
+            self._checkpoint_seen[stream] = moment
+            holds = tuple(sorted(self.state.in_stream(stream), key=lambda h: h.key))
+            self._append_quietly(Checkpoint(stream, self._through[stream], holds, self.node, self._now()))
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _now(self) -> int:
+        return round(self._clock() * 1000)
+
+    def _request_id(self) -> str:
+        return str(next(self._requests))
+
+    def _append_quietly(self, record: SelectionRecord) -> asyncio.Task[None]:
+        """Append in the background; a failure is logged once per streak of failures."""
+        stored = self.log.append(record)
+
+        async def wait() -> None:
+            try:
+                await stored
+            except SelectionLogUnavailable as error:
+                if not self._append_failing:
+                    log.warning("selection log append failed", extra={"error": str(error)})
+                self._append_failing = True
+            else:
+                self._append_failing = False
+
+        task = asyncio.ensure_future(wait())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task

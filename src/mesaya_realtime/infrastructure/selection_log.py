@@ -1,0 +1,455 @@
+"""The selection log: a Kafka topic shared by every node, or an in-process stand-in.
+
+:class:`KafkaSelectionLog` produces with ``acks=all`` and idempotence, keyed by
+``<sectionId>:<tableId>`` so one table's records keep one order, and reads every partition
+itself (``assign``, no consumer group). At start it rebuilds the state from a bounded read:
+
+1. ``offsets_for_times(now - replay_window)`` per partition; records are read up to the end
+   offsets taken at that moment;
+2. per partition, :func:`~mesaya_realtime.domain.selection.plan_replay` picks the last
+   checkpoint the read covers; a partition with no record in the window has only holds that
+   expired long ago (the window is longer than a TTL plus the node timeout) and starts empty;
+   a partition with records but no usable checkpoint is read again from its first offset;
+3. the plans go to the sink once, then records from those end offsets on, batch by batch.
+
+Without Kafka (``KAFKA_ENABLED=false``: the demo, one node) :class:`InProcessSelectionLog`
+hands each record straight back, in order, with the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from mesaya_realtime.application.ports.selection import SelectionLogUnavailable, SelectionSink
+from mesaya_realtime.domain.selection import (
+    Checkpoint,
+    LogEntry,
+    SelectionDecodeError,
+    SelectionRecord,
+    StreamReplay,
+    decode_record,
+    encode_record,
+    plan_replay,
+    record_key,
+)
+
+__all__ = ["InProcessSelectionLog", "KafkaSelectionConfig", "KafkaSelectionLog"]
+
+log = logging.getLogger(__name__)
+
+_STREAM = "0"
+
+
+def _ignore_exception(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+class InProcessSelectionLog:
+    """One node's log: every appended record comes back on the next loop turn, in order."""
+
+    def __init__(self) -> None:
+        self._sink: SelectionSink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._offset = -1
+
+    def start(self, sink: SelectionSink) -> None:
+        self._sink = sink
+        self._loop = asyncio.get_running_loop()
+        self._loop.call_soon(sink.bootstrap, [StreamReplay(_STREAM, (), (), -1)])
+
+    async def stop(self) -> None:
+        self._sink = None
+
+    def append(self, record: SelectionRecord) -> Awaitable[None]:
+        loop = self._loop or asyncio.get_running_loop()
+        stored: asyncio.Future[None] = loop.create_future()
+        stored.add_done_callback(_ignore_exception)
+        sink = self._sink
+        if sink is None:
+            stored.set_exception(SelectionLogUnavailable("selection log stopped"))
+            return stored
+        self._offset += 1
+        loop.call_soon(sink.entries, [LogEntry(_STREAM, self._offset, record)])
+        stored.set_result(None)
+        return stored
+
+    def streams(self) -> tuple[str, ...]:
+        return ()
+
+    def status(self) -> dict[str, object]:
+        return {"ready": self._sink is not None, "log": "in-process"}
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSelectionConfig:
+    brokers: str
+    topic: str
+    group_id: str
+    #: How far back a starting node reads (seconds); longer than a TTL plus the node timeout
+    #: and than a few checkpoint intervals.
+    replay_window: float
+    partitions: int = 3
+    retention_ms: int = 24 * 3600 * 1000
+    #: How long the producer keeps trying one record before the append fails.
+    delivery_timeout: float = 10.0
+    batch_size: int = 500
+    poll_timeout: float = 0.05
+    max_pending_batches: int = 64
+    read_timeout: float = 60.0
+
+
+class KafkaSelectionLog:
+    """The shared selection log on a Kafka topic (see the module docstring)."""
+
+    def __init__(self, config: KafkaSelectionConfig) -> None:
+        self.config = config
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sink: SelectionSink | None = None
+        self._stop = threading.Event()
+        self._window = threading.BoundedSemaphore(config.max_pending_batches)
+        self._producer: Producer | None = None
+        self._threads: list[threading.Thread] = []
+        self._partitions: tuple[int, ...] = ()
+        self._positions: dict[int, int] = {}
+        self._bootstrapped = False
+        self._connected = False
+        self._last_error = ""
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, sink: SelectionSink) -> None:
+        self._sink = sink
+        self._loop = asyncio.get_running_loop()
+        self._producer = Producer(
+            {
+                "bootstrap.servers": self.config.brokers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "message.timeout.ms": round(self.config.delivery_timeout * 1000),
+                "partitioner": "consistent_random",
+                "socket.keepalive.enable": True,
+                "reconnect.backoff.ms": 100,
+                "reconnect.backoff.max.ms": 2000,
+                "error_cb": self._on_error,
+                "log_level": 3,
+            }
+        )
+        for target, name in ((self._poll_producer, "selection-producer"), (self._run, "selection-log")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    async def stop(self) -> None:
+        producer = self._producer
+        loop = asyncio.get_running_loop()
+        if producer is not None:
+            await loop.run_in_executor(None, producer.flush, 5.0)
+        self._stop.set()
+        for thread in self._threads:
+            await loop.run_in_executor(None, thread.join, 10.0)
+        self._producer = None
+
+    def streams(self) -> tuple[str, ...]:
+        return tuple(str(partition) for partition in self._partitions) if self._bootstrapped else ()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "ready": self._bootstrapped and self._connected,
+            "topic": self.config.topic,
+            "connected": self._connected,
+            "partitions": len(self._partitions),
+            "lastError": self._last_error,
+        }
+
+    # -- producing -------------------------------------------------------------------------
+    def append(self, record: SelectionRecord) -> Awaitable[None]:
+        loop = self._loop or asyncio.get_running_loop()
+        stored: asyncio.Future[None] = loop.create_future()
+        stored.add_done_callback(_ignore_exception)
+        producer = self._producer
+        if producer is None:
+            stored.set_exception(SelectionLogUnavailable("selection log stopped"))
+            return stored
+        extra: dict[str, Any] = {}
+        if isinstance(record, Checkpoint):
+            extra["partition"] = int(record.stream)
+
+        def delivered(error: KafkaError | None, _message: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
+                loop.call_soon_threadsafe(self._settle, stored, error)
+
+        try:
+            producer.produce(
+                self.config.topic,
+                value=encode_record(record),
+                key=record_key(record),
+                on_delivery=delivered,
+                **extra,
+            )
+        except (BufferError, KafkaException) as error:
+            stored.set_exception(SelectionLogUnavailable(f"selection log: {error}"))
+        return stored
+
+    @staticmethod
+    def _settle(stored: asyncio.Future[None], error: KafkaError | None) -> None:
+        if stored.done():
+            return
+        if error is None:
+            stored.set_result(None)
+        else:
+            stored.set_exception(SelectionLogUnavailable(f"selection log: {error}"))
+
+    def _poll_producer(self) -> None:
+        while not self._stop.is_set():
+            producer = self._producer
+            if producer is None:
+                return
+            try:
+                producer.poll(0.1)
+            except Exception:
+                log.exception("selection producer poll failed")
+                self._stop.wait(0.5)
+
+    def _on_error(self, error: KafkaError) -> None:
+        self._last_error = str(error)
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            if self._connected:
+                log.warning("selection log: kafka connection lost", extra={"error": str(error)})
+            self._connected = False
+        if error.fatal():
+            log.error("selection log: fatal kafka error", extra={"error": str(error)})
+
+    # -- consuming -------------------------------------------------------------------------
+    def _make_consumer(self) -> Consumer:
+        return Consumer(
+            {
+                "bootstrap.servers": self.config.brokers,
+                "group.id": self.config.group_id,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 50,
+                "fetch.queue.backoff.ms": 5,
+                "reconnect.backoff.ms": 100,
+                "reconnect.backoff.max.ms": 2000,
+                "socket.keepalive.enable": True,
+                "error_cb": self._on_error,
+                "log_level": 3,
+            }
+        )
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            consumer: Consumer | None = None
+            try:
+                consumer = self._make_consumer()
+                if not self._bootstrapped:
+                    self._bootstrap(consumer)
+                self._consume(consumer)
+                backoff = 0.5
+            except Exception as error:
+                self._connected = False
+                self._last_error = str(error)
+                log.warning("selection log error; retrying", extra={"error": str(error), "backoff": backoff})
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                if consumer is not None:
+                    with contextlib.suppress(Exception):
+                        consumer.close()
+
+    def _ensure_topic(self) -> tuple[int, ...]:
+        """The topic's partitions, creating the topic when it is missing."""
+        config = self.config
+        admin = AdminClient({"bootstrap.servers": config.brokers, "log_level": 3})
+        deadline = time.monotonic() + 30.0
+        created = False
+        while True:
+            metadata = admin.list_topics(timeout=5.0)
+            found = metadata.topics.get(config.topic)
+            if found is not None and found.error is None and found.partitions:
+                return tuple(sorted(found.partitions))
+            if not created:
+                topic = NewTopic(
+                    config.topic,
+                    num_partitions=config.partitions,
+                    replication_factor=-1,
+                    config={"retention.ms": str(config.retention_ms), "cleanup.policy": "delete"},
+                )
+                try:
+                    admin.create_topics([topic], operation_timeout=10.0)[config.topic].result(15.0)
+                    log.info("selection topic created", extra={"topic": config.topic})
+                except KafkaException as error:
+                    if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise
+                created = True
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"selection topic {config.topic} has no partitions")
+            self._stop.wait(0.2)
+
+    def _bootstrap(self, consumer: Consumer) -> None:
+        topic = self.config.topic
+        partitions = self._ensure_topic()
+        self._connected = True
+        since = round((time.time() - self.config.replay_window) * 1000)
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, since) for p in partitions], timeout=10.0
+        )
+        starts: dict[int, int] = {}
+        lows: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        for partition, located in zip(partitions, found, strict=True):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
+            lows[partition], ends[partition] = low, high
+            starts[partition] = high if located.offset < 0 else max(low, located.offset)
+        read = self._read(consumer, {p: (starts[p], ends[p]) for p in partitions})
+        replays: dict[int, StreamReplay] = {}
+        again: dict[int, tuple[int, int]] = {}
+        for partition in partitions:
+            quiet = starts[partition] == ends[partition]
+            plan = plan_replay(
+                str(partition),
+                read[partition],
+                starts[partition],
+                ends[partition],
+                from_log_start=quiet or starts[partition] <= lows[partition],
+            )
+            if plan is None:
+                again[partition] = (lows[partition], ends[partition])
+            else:
+                replays[partition] = plan
+        if again:
+            log.info("selection log: no checkpoint in the window, reading from the start")
+            for partition, entries in self._read(consumer, again).items():
+                low, end = again[partition]
+                plan = plan_replay(str(partition), entries, low, end, from_log_start=True)
+                if plan is not None:
+                    replays[partition] = plan
+        self._partitions = partitions
+        self._positions = dict(ends)
+        self._hand_over(_deliver_bootstrap([replays[p] for p in partitions]))
+        self._bootstrapped = True
+        log.info(
+            "selection log bootstrapped",
+            extra={"topic": topic, "records": sum(len(r.entries) for r in replays.values())},
+        )
+
+    def _read(self, consumer: Consumer, ranges: dict[int, tuple[int, int]]) -> dict[int, list[LogEntry]]:
+        """The records of each partition in ``[start, end)``."""
+        topic = self.config.topic
+        result: dict[int, list[LogEntry]] = {partition: [] for partition in ranges}
+        todo = {p: bounds for p, bounds in ranges.items() if bounds[0] < bounds[1]}
+        if not todo:
+            return result
+        consumer.assign([TopicPartition(topic, p, start) for p, (start, _) in todo.items()])
+        deadline = time.monotonic() + self.config.read_timeout
+        while todo:
+            if self._stop.is_set():
+                raise RuntimeError("stopping")
+            if time.monotonic() > deadline:
+                raise TimeoutError("selection log: replay read timed out")
+            messages = consumer.consume(self.config.batch_size, 0.2)
+            for message in messages:
+                if message.error() is not None:
+                    self._last_error = str(message.error())
+                    continue
+                partition = message.partition() or 0
+                offset = message.offset() or 0
+                bounds = todo.get(partition)
+                if bounds is None or offset >= bounds[1]:
+                    continue
+                entry = self._entry(message)
+                if entry is not None:
+                    result[partition].append(entry)
+                if offset >= bounds[1] - 1:
+                    del todo[partition]
+            if not messages and todo:
+                positions = consumer.position([TopicPartition(topic, p) for p in todo])
+                for position in positions:
+                    if position.offset >= todo[position.partition][1]:
+                        del todo[position.partition]
+        return result
+
+    def _entry(self, message: Any) -> LogEntry | None:
+        try:
+            record = decode_record(message.value())
+        except SelectionDecodeError as error:
+            log.warning(
+                "skipped selection record",
+                extra={
+                    "topic": message.topic(),
+                    "partition": message.partition(),
+                    "offset": message.offset(),
+                    "reason": str(error),
+                },
+            )
+            return None
+        return LogEntry(str(message.partition() or 0), message.offset() or 0, record)
+
+    def _consume(self, consumer: Consumer) -> None:
+        topic = self.config.topic
+        consumer.assign([TopicPartition(topic, p, offset) for p, offset in self._positions.items()])
+        self._connected = True
+        while not self._stop.is_set():
+            entries: list[LogEntry] = []
+            for message in consumer.consume(self.config.batch_size, self.config.poll_timeout):
+                problem = message.error()
+                if problem is not None:
+                    if problem.code() != KafkaError._PARTITION_EOF:
+                        self._last_error = str(problem)
+                    continue
+                partition = message.partition() or 0
+                offset = message.offset() or 0
+                if offset < self._positions.get(partition, 0):
+                    continue
+                self._positions[partition] = offset + 1
+                entry = self._entry(message)
+                if entry is not None:
+                    entries.append(entry)
+            if entries:
+                self._connected = True
+                self._hand_over(_deliver_entries(entries))
+
+    def _hand_over(self, deliver: Callable[[SelectionSink], None]) -> None:
+        while not self._window.acquire(timeout=0.5):
+            if self._stop.is_set():
+                return
+
+        def run() -> None:
+            try:
+                if self._sink is not None:
+                    deliver(self._sink)
+            finally:
+                self._window.release()
+
+        loop = self._loop
+        if loop is None:
+            self._window.release()
+            return
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed: shutting down
+            self._window.release()
+            self._stop.set()
+
+
+def _deliver_entries(entries: list[LogEntry]) -> Callable[[SelectionSink], None]:
+    return lambda sink: sink.entries(entries)
+
+
+def _deliver_bootstrap(replays: list[StreamReplay]) -> Callable[[SelectionSink], None]:
+    return lambda sink: sink.bootstrap(replays)
