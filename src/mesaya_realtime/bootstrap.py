@@ -24,6 +24,7 @@ from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
+from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.config import ConfigError, Settings
@@ -32,6 +33,11 @@ from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_pu
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
 from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
 from mesaya_realtime.infrastructure.rest_client import RestSnapshotClient
+from mesaya_realtime.infrastructure.selection_log import (
+    InProcessSelectionLog,
+    KafkaSelectionConfig,
+    KafkaSelectionLog,
+)
 from mesaya_realtime.interface.frames import text_frame
 from mesaya_realtime.interface.http import GatewayServices, create_app
 
@@ -97,17 +103,26 @@ class Gateway:
     app: web.Application
     source_factory: EventSourceFactory | None
     source: EventSource | None = None
+    selections: SelectionService | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
     port: int = 0
 
     def readiness(self) -> dict[str, object]:
         if self.source is None:
-            return {"ready": True, "events": "disabled"}
-        state = self.source.status()
-        return {"ready": bool(state.get("ready")), "events": state}
+            report: dict[str, object] = {"ready": True, "events": "disabled"}
+        else:
+            state = self.source.status()
+            report = {"ready": bool(state.get("ready")), "events": state}
+        if self.selections is not None:
+            selection = self.selections.status()
+            report["ready"] = bool(report["ready"]) and bool(selection.get("ready"))
+            report["selections"] = selection
+        return report
 
     async def start(self) -> None:
         """Listen on ``HOST:PORT`` and start the event source (ready or not)."""
+        if self.selections is not None:
+            self.selections.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -128,6 +143,8 @@ class Gateway:
         await self.refresher.close()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.selections is not None:
+            await self.selections.stop()
         await self.rest.close()
 
 
@@ -154,7 +171,13 @@ def build_gateway(
         metrics=metrics,
     )
     snapshots = SnapshotService(rest, cache)
-    commands = CommandService(snapshots, metrics, verifier=verifier)
+    selections = build_selections(settings, hub, catalogue)
+    commands = CommandService(
+        snapshots,
+        metrics,
+        verifier=verifier,
+        extra_actions={selections.spec.name: selections.actions()},
+    )
     refresher = SnapshotRefresher(
         hub,
         snapshots,
@@ -205,6 +228,8 @@ def build_gateway(
         max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
+        on_join=[selections.join],
+        on_leave=[selections.leave],
     )
     app = create_app(services)
     gateway = Gateway(
@@ -220,5 +245,35 @@ def build_gateway(
         ingest=ingest,
         app=app,
         source_factory=source_factory,
+        selections=selections,
     )
     return gateway
+
+
+def build_selections(settings: Settings, hub: Hub, catalogue: Catalogue) -> SelectionService:
+    """Table selection on the shared Kafka topic, or in-process when Kafka is disabled."""
+    policy = SelectionPolicy(
+        ttl=settings.table_selection_ttl,
+        max_per_socket=settings.table_selection_max_per_socket,
+        rate_per_second=settings.table_selection_rate_limit,
+        request_timeout=settings.table_selection_request_timeout,
+        heartbeat_interval=settings.table_selection_heartbeat,
+        node_timeout=settings.table_selection_node_timeout,
+        checkpoint_interval=settings.table_selection_checkpoint_interval,
+    )
+    selection_log: KafkaSelectionLog | InProcessSelectionLog
+    if settings.kafka_enabled:
+        # A starting node reads back far enough to see a checkpoint of every busy partition,
+        # and so far that a partition without records holds only long-expired holds.
+        window = max(3 * policy.checkpoint_interval, policy.ttl + policy.node_timeout) + 30.0
+        selection_log = KafkaSelectionLog(
+            KafkaSelectionConfig(
+                brokers=settings.broker_list,
+                topic=settings.table_selection_topic,
+                group_id=f"{settings.kafka_group_id}-{settings.node_id}-selections",
+                replay_window=window,
+            )
+        )
+    else:
+        selection_log = InProcessSelectionLog()
+    return SelectionService(selection_log, hub, catalogue.by_name["tables"], policy, settings.node_id)

@@ -146,6 +146,35 @@ class Settings(BaseSettings):
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
+    # Table selection (docs/SELECTION.md): the shared log topic, the hold TTL, per-socket limits
+    # and how fast a dead node's holds end (TABLE_SELECTION_NODE_TIMEOUT after its death).
+    table_selection_topic: str = Field(default="mesaya-realtime.table-selections", min_length=1)
+    table_selection_ttl: float = 300.0
+    table_selection_max_per_socket: int = Field(default=3, ge=1)
+    table_selection_rate_limit: float = Field(default=10.0, gt=0)
+    table_selection_heartbeat: float = 2.0
+    table_selection_node_timeout: float = 10.0
+    table_selection_checkpoint_interval: float = 30.0
+    table_selection_request_timeout: float = 5.0
+
+    @field_validator(
+        "table_selection_ttl",
+        "table_selection_heartbeat",
+        "table_selection_node_timeout",
+        "table_selection_checkpoint_interval",
+        "table_selection_request_timeout",
+        mode="before",
+    )
+    @classmethod
+    def _selection_duration(cls, value: object) -> float:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _selection_timing(self) -> Settings:
+        if self.table_selection_node_timeout < 2 * self.table_selection_heartbeat:
+            raise ValueError("TABLE_SELECTION_NODE_TIMEOUT must be at least twice TABLE_SELECTION_HEARTBEAT")
+        return self
+
     @field_validator(
         "rest_timeout",
         "snapshot_cache_ttl",

@@ -105,6 +105,9 @@ class EntitySpec:
     kafka_subtypes: tuple[str, ...] = ()
     delivery: DeliveryRule = DeliveryRule(Visibility.PUBLIC)
     legacy_actions: tuple[tuple[str, str], ...] = ()
+    #: Actions that only travel between sockets (no Kafka event, no REST call), such as table
+    #: selection; their ``<entity>.<action>`` topics are in every socket's topic set.
+    socket_actions: tuple[str, ...] = ()
 
     @property
     def list_actions(self) -> tuple[str, ...]:
@@ -179,6 +182,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         ),
         kafka_topics=("mesa-ya.tables.events",),
         delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.sectionId",)),
+        socket_actions=("selecting", "released"),
     ),
     EntitySpec(
         name="reservations",

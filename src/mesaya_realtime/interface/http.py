@@ -108,7 +108,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         services.send_buffer_bytes,
         services.metrics,
     )
-    topics = base_topics(spec.name, services.allowed_actions)
+    topics = base_topics(spec.name, (*services.allowed_actions, *spec.socket_actions))
     session = Session(
         connection=connection,
         principal=principal,
