@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.domain.errors import (
@@ -26,6 +27,25 @@ log = logging.getLogger(__name__)
 #: The reference's wording for a timed-out call, kept for clients that match on it.
 TIMEOUT_CAUSE = "context deadline exceeded"
 _MAX_BODY = 16 * 1024 * 1024
+#: How much of an error response is read (and logged); reading it lets the connection be reused.
+_MAX_ERROR_BODY = 2048
+
+
+async def _read_limited(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Up to ``limit`` bytes of the body, and whether there was more.
+
+    ``StreamReader.read(n)`` returns as soon as *some* data is there, so a body that arrives
+    in several chunks has to be read in a loop.
+    """
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            chunks.append(chunk[: len(chunk) - (size - limit)])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+    return b"".join(chunks), False
 
 
 class RestSnapshotClient:
@@ -44,6 +64,9 @@ class RestSnapshotClient:
         metrics: Metrics | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Normalised and percent-encoded once; request paths (already escaped by the planner)
+        # are appended as they are, so an escaped id (``a%2Fb``, ``%2E%2E``) stays one segment.
+        self._base = str(URL(self.base_url))
         self.timeout = timeout
         self._max_connections = max_connections
         self._metrics = metrics or NullMetrics()
@@ -64,7 +87,7 @@ class RestSnapshotClient:
             self._session = None
 
     async def fetch(self, request: SnapshotRequest, token: str) -> Any:
-        url = f"{self.base_url}/{request.path.lstrip('/')}"
+        url = URL(f"{self._base}/{request.path.lstrip('/')}", encoded=True)
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -73,26 +96,33 @@ class RestSnapshotClient:
         try:
             async with self._client().get(url, params=list(request.params), headers=headers) as response:
                 status = response.status
-                if status in (401, 403):
-                    outcome = str(status)
-                    raise SnapshotForbidden()
-                if status == 404:
-                    outcome = "404"
-                    raise SnapshotNotFound()
                 if status != 200:
                     outcome = str(status)
-                    body = await response.content.read(2048)
+                    try:
+                        body, _ = await _read_limited(response, _MAX_ERROR_BODY)
+                    except (TimeoutError, aiohttp.ClientError):
+                        body = b""  # the status is the answer; the body is only logged
+                    if status in (401, 403):
+                        raise SnapshotForbidden()
+                    if status == 404:
+                        raise SnapshotNotFound()
                     log.warning(
                         "unexpected snapshot response",
-                        extra={"status": status, "url": url, "body": body.decode(errors="replace")},
+                        extra={
+                            "status": status,
+                            "url": str(response.url),
+                            "body": body.decode(errors="replace"),
+                        },
                     )
                     raise SnapshotUnexpectedStatus(status)
-                raw = await response.content.read(_MAX_BODY + 1)
-                if len(raw) > _MAX_BODY:
+                raw, too_large = await _read_limited(response, _MAX_BODY)
+                if too_large:
+                    outcome = "too_large"
                     raise SnapshotDecodeError("response too large")
             try:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
+                outcome = "decode"
                 raise SnapshotDecodeError(str(error)) from error
             outcome = "ok"
             return unwrap(payload)
