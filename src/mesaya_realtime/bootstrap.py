@@ -158,6 +158,11 @@ def build_gateway(
     metrics = PrometheusMetrics()
     verifier = build_verifier(settings)
     mapping = topic_entities(settings, catalogue)
+    if catalogue.resolve(settings.ws_default_entity) is None:
+        raise ConfigError(
+            "invalid configuration: WS_DEFAULT_ENTITY: "
+            f"{settings.ws_default_entity!r} is not an entity of the catalogue"
+        )
     hub = Hub(text_frame, metrics)
     cache = SnapshotCache(
         max_entries=settings.snapshot_cache_max_entries,

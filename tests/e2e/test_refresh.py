@@ -184,3 +184,22 @@ async def test_no_refresh_call_when_every_token_of_the_group_is_expiring(
     await asyncio.sleep(0.5)
     limits = [call["query"]["limit"] for call in list_calls(fresh_upstream, section)]
     assert limits == ["8"]
+
+
+async def test_unsubscribed_list_topic_gets_no_refresh(
+    connect: Callable[..., Any], fresh_upstream: RecordingUpstream, kafka_brokers: str
+) -> None:
+    section = f"sec-{uuid.uuid4().hex[:8]}"
+    client = await connect(section, make_token("quiet-user"))
+    await client.command("list_tables", {"limit": 2})
+    await client.command("get_table", {"id": "table-1"})
+    await client.ws.send_str('{"action":"unsubscribe","topic":"tables.list"}')
+
+    produce_table_updates(kafka_brokers, section, 1)
+
+    assert (await client.until(lambda m: m["topic"] == "tables.updated"))["resourceId"] == "table-1"
+    refreshed = await client.next()
+    # The detail refresh comes; the list refresh, unsubscribed, does not.
+    assert (refreshed["topic"], refreshed["metadata"]["origin"]) == ("tables.detail", "refresh")
+    await client.ws.send_str('{"action":"ping"}')
+    assert (await client.next())["topic"] == "system.pong"

@@ -195,3 +195,32 @@ async def test_shutdown_closes_sockets_with_going_away(
             assert closing.type == aiohttp.WSMsgType.CLOSE
             assert closing.data == 1001
     assert await asyncio.to_thread(gateway.process.wait, 15) == 0
+
+
+async def test_renewing_with_a_token_without_exp_keeps_the_socket_open(gateway: GatewayProcess) -> None:
+    token = make_token("no-exp-renewer", exp_in=2)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{gateway.ws_url}/ws/tables/main-hall/{token}") as ws:
+            await receive_json(ws)
+            await ws.send_json(
+                {"action": "refresh_token", "payload": {"token": make_token("no-exp-renewer", exp_in=None)}}
+            )
+            reply = await receive_json(ws)
+            assert reply["topic"] == "system.authenticated"
+            assert "expiresAt" not in reply["data"]
+            await asyncio.sleep(2.5)
+            await ws.send_json({"action": "ping"})
+            assert (await receive_json(ws))["topic"] == "system.pong"
+
+
+async def test_a_wildcard_admin_cannot_renew_into_a_non_admin_token(gateway: GatewayProcess) -> None:
+    admin = make_token("boss", roles=["ADMIN"])
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{gateway.ws_url}/ws/tables/*/{admin}") as ws:
+            await receive_json(ws)
+            await ws.send_json(
+                {"action": "authenticate", "payload": {"token": make_token("boss", roles=["OWNER"])}}
+            )
+            reply = await receive_json(ws)
+            assert reply["topic"] == "tables.error"
+            assert reply["data"] == {"error": "forbidden"}

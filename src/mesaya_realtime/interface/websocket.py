@@ -221,8 +221,8 @@ class _ExpiryWatch:
 
     def fire(self) -> None:
         expires_at = self.session.principal.expires_at
-        if expires_at is not None and expires_at > time.time():
-            self.arm()  # renewed in the meantime
+        if expires_at is None or expires_at > time.time():
+            self.arm()  # renewed in the meantime (a token without exp never expires)
             return
         self.connection.close(TOKEN_EXPIRED_CLOSE, "token expired")
 

@@ -141,7 +141,9 @@ class CommandService:
             raise CommandError("invalid token") from None
         if principal.user_id != session.principal.user_id:
             raise CommandError("token of another user")
-        if not session.entity.allows(principal.upper_roles):
+        if not session.entity.allows(principal.upper_roles) or (
+            session.is_wildcard and not principal.is_admin
+        ):
             raise CommandError("forbidden")
         session.principal = principal
         return authenticated_message(session)

@@ -164,9 +164,14 @@ class SnapshotRefresher:
             return
         self.metrics.command(spec.name, "refresh", "ok")
         frames: dict[str, bytes] = {}
+        list_topic = f"{spec.name}.list"
         for session in group:
             # The socket may have asked for another page while the call was in flight.
-            if session.list_query != query or not self.hub.is_connected(session):
+            if (
+                session.list_query != query
+                or list_topic not in session.topics
+                or not self.hub.is_connected(session)
+            ):
                 continue
             payload = frames.get(session.section)
             if payload is None:
@@ -197,8 +202,13 @@ class SnapshotRefresher:
             return
         self.metrics.command(spec.name, "refresh", "ok")
         frames: dict[str, bytes] = {}
+        detail_topic = f"{spec.name}.detail"
         for session in group:
-            if resource_id not in session.detail_ids or not self.hub.is_connected(session):
+            if (
+                resource_id not in session.detail_ids
+                or detail_topic not in session.topics
+                or not self.hub.is_connected(session)
+            ):
                 continue
             payload = frames.get(session.section)
             if payload is None:
