@@ -194,19 +194,45 @@ def test_a_topic_created_later_is_read_from_its_first_record(
     create_topics(kafka_brokers, [existing])
     collector = Collector()
     with running_source(
-        kafka_brokers, [existing, later], loop_thread, collector, metadata_interval=0.5
+        kafka_brokers,
+        [existing, later],
+        loop_thread,
+        collector,
+        metadata_interval=0.5,
+        missing_topic_grace=600,
     ) as source:
-        wait_until(lambda: ready(source), what="ready")
-        assert source.status()["missingTopics"] == [later]
-        assert source.status()["partitions"] == 3
+        wait_until(lambda: bool(source.status()["connected"]), what="connected")
+        status = source.status()
+        assert status["ready"] is False  # a configured topic is missing, within the grace period
+        assert status["missingTopics"] == [later]
+        assert status["partitions"] == 3
         producer = EventProducer(kafka_brokers)
         # the broker auto-creates the topic on this first produce
         for n in range(3):
             producer.send(later, {"event_type": "created", "entity_id": f"first-{n}"}, key="same")
         producer.flush()
         wait_until(lambda: len(collector.records) >= 3, what="the records of the new topic")
-        wait_until(lambda: source.status()["missingTopics"] == [], what="topic assigned")
+        wait_until(lambda: ready(source), what="ready once every topic is assigned")
+        assert source.status()["missingTopics"] == []
+        assert source.status()["partitions"] == 6
     assert collector.keys() == as_keys(producer.delivered)
+
+
+def test_a_topic_missing_past_the_grace_period_does_not_hold_readiness(
+    kafka_brokers: str, loop_thread: LoopThread
+) -> None:
+    existing = f"{unique('it')}.a.events"
+    never = f"{unique('it')}.never.events"
+    create_topics(kafka_brokers, [existing])
+    collector = Collector()
+    with running_source(
+        kafka_brokers, [existing, never], loop_thread, collector, missing_topic_grace=0.5
+    ) as source:
+        wait_until(lambda: ready(source), what="ready after the grace period")
+        assert source.status()["missingTopics"] == [never]
+        producer = EventProducer(kafka_brokers)
+        producer.produce_all(existing, [{"event_type": "created", "entity_id": "x"}])
+        wait_until(lambda: len(collector.records) == 1, what="the record of the existing topic")
 
 
 def test_lag_is_reported_per_partition_and_moves_under_back_pressure(kafka_brokers: str) -> None:

@@ -47,6 +47,10 @@ class KafkaSourceConfig:
     #: Seconds between topic metadata refreshes (new topics/partitions) and lag reports.
     metadata_interval: float = 5.0
     max_pending_batches: int = 64
+    #: Seconds after first reaching the broker during which a missing topic keeps the node
+    #: unready (topics are often created just after the broker starts). After that the node
+    #: is ready anyway, lists the topic in ``missingTopics`` and assigns it when it appears.
+    missing_topic_grace: float = 15.0
     #: False replays partitions that exist at start from their beginning (tools, tests).
     start_at_end: bool = True
 
@@ -82,6 +86,7 @@ class KafkaEventSource:
         self._high: dict[_Key, int] = {}
         #: Wall-clock ms when the node first reached the broker; None until then.
         self._since_ms: int | None = None
+        self._since_monotonic = 0.0
         self._warned_missing: set[str] = set()
         self._connected = False
         self._last_error = ""
@@ -100,17 +105,21 @@ class KafkaEventSource:
             await asyncio.get_running_loop().run_in_executor(None, thread.join, 10.0)
 
     def status(self) -> dict[str, object]:
-        """Liveness for ``GET /ready``: connected, and every existing partition assigned.
+        """Liveness for ``GET /ready``: connected, and every configured topic assigned.
 
-        A configured topic that does not exist (yet) is listed in ``missingTopics`` but does
-        not make the node unready: it is assigned from its first record when it appears.
+        A topic still missing ``missing_topic_grace`` seconds after the node first reached the
+        broker no longer holds readiness back (one absent topic must not keep every node out
+        of service); it stays listed in ``missingTopics`` and is read from its first record
+        when it appears.
         """
         assigned = self._assigned
         topics = {topic for topic, _ in assigned}
         missing = sorted(set(self.config.topics) - topics)
         connected = self._connected
+        started = self._since_ms is not None
+        waited = time.monotonic() - self._since_monotonic >= self.config.missing_topic_grace
         return {
-            "ready": connected and self._since_ms is not None,
+            "ready": connected and started and (not missing or waited),
             "connected": connected,
             "partitions": len(assigned),
             "missingTopics": missing,
@@ -232,6 +241,7 @@ class KafkaEventSource:
             log.info("kafka partitions assigned", extra={"count": len(offsets), "initial": initial})
         if initial:
             self._since_ms = attempted_ms
+            self._since_monotonic = time.monotonic()
         self._set_connected(True)
 
     def _consume(self, consumer: Consumer) -> None:
@@ -241,7 +251,10 @@ class KafkaEventSource:
             if now >= next_metadata or not self._connected:
                 try:
                     self._refresh_assignment(consumer)
-                    next_metadata = now + self.config.metadata_interval
+                    interval = self.config.metadata_interval
+                    if self._warned_missing:  # look again soon for topics being created
+                        interval = min(interval, 1.0)
+                    next_metadata = now + interval
                 except KafkaException as error:
                     self._last_error = str(error)
                     self._set_connected(False)
