@@ -413,8 +413,8 @@ async def test_each_call_forwards_its_own_token(
 async def test_a_slow_upstream_hits_rest_timeout(
     fresh_upstream: RecordingUpstream, client_factory: Callable[..., RestSnapshotClient]
 ) -> None:
-    client = client_factory(fresh_upstream.url, timeout=0.3)
-    fresh_upstream.script(f"{API}/reviews", 200, {"data": []}, delay=3.0)
+    client = client_factory(fresh_upstream.url, timeout=1.0)
+    fresh_upstream.script(f"{API}/reviews", 200, {"data": []}, delay=6.0)
     with pytest.raises(SnapshotRequestFailed) as caught:
         await client.fetch(SnapshotRequest(f"{API}/reviews"), "tok")
     assert caught.value.reason == "snapshot request failed: context deadline exceeded"
@@ -641,7 +641,7 @@ async def test_concurrent_calls_share_a_bounded_pool(
     tasks = [
         asyncio.create_task(client.fetch(SnapshotRequest(f"{API}/tables/{n}"), "tok")) for n in range(20)
     ]
-    for _ in range(200):
+    for _ in range(1000):
         if loop_server.active == 4:
             break
         await asyncio.sleep(0.01)
@@ -688,11 +688,11 @@ async def test_each_call_is_counted_with_its_outcome(
     fresh_upstream: RecordingUpstream, client_factory: Callable[..., RestSnapshotClient]
 ) -> None:
     metrics = UpstreamMetrics()
-    client = client_factory(fresh_upstream.url, timeout=0.3, metrics=metrics)
+    client = client_factory(fresh_upstream.url, timeout=1.0, metrics=metrics)
     fresh_upstream.script(f"{API}/a", 200, {"data": {}})
     fresh_upstream.script(f"{API}/b", 404)
     fresh_upstream.script(f"{API}/c", 200, b"oops")
-    fresh_upstream.script(f"{API}/d", 200, {}, delay=3.0)
+    fresh_upstream.script(f"{API}/d", 200, {}, delay=6.0)
     fresh_upstream.script(f"{API}/e", 503)
     for path in ("a", "b", "c", "d", "e"):
         await fetch_quietly(client, SnapshotRequest(f"{API}/{path}"))

@@ -330,8 +330,8 @@ async def test_errors_are_not_cached(
 async def test_a_timeout_is_not_cached(
     fresh_upstream: RecordingUpstream, make_stack: Callable[..., Stack]
 ) -> None:
-    stack = make_stack(fresh_upstream.url, timeout=0.3)
-    fresh_upstream.script(f"{API}/reviews", 200, {"data": []}, delay=2.0)
+    stack = make_stack(fresh_upstream.url, timeout=1.0)
+    fresh_upstream.script(f"{API}/reviews", 200, {"data": []}, delay=6.0)
     with pytest.raises(SnapshotRequestFailed) as caught:
         await stack.list(REVIEWS, principal("alice"))
     assert caught.value.reason == "snapshot request failed: context deadline exceeded"
