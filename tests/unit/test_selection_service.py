@@ -564,29 +564,54 @@ async def test_holds_long_expired_are_released_by_any_node(nodes: Any, clock: Cl
     assert clock.wall * 1000 >= 1_768_000_000_000 + 60_000 + 5_000  # TTL + node timeout
 
 
-async def test_checkpoints_are_written_per_stream_unless_someone_just_did(
+async def test_checkpoints_are_written_at_start_then_per_interval_unless_someone_just_did(
     shared: SharedLog, nodes: Any, clock: Clock
 ) -> None:
     shared.streams = ("0",)
     one, two = await nodes("n1"), await nodes("n2")
+
+    def checkpoints() -> list[Checkpoint]:
+        return [record for record in shared.records if isinstance(record, Checkpoint)]
+
+    # one wrote a checkpoint as soon as it was ready; two, starting right after, read it
+    assert [checkpoint.writer for checkpoint in checkpoints()] == [one.service.node]
     ada = one.connect("ada")
     await ada.select("t1")
-    for node in (one, two):
-        node.service.upkeep()  # schedules the first checkpoint within one interval
-    clock.advance(10.0)
+    written = len(checkpoints())
+    clock.advance(9.0)
+    one.service.upkeep()  # not due yet
+    await settle()
+    assert len(checkpoints()) == written
+    clock.advance(4.0)  # past 1.25 intervals: due for both
     one.service.upkeep()
     await settle()
-    two.service.upkeep()
+    two.service.upkeep()  # it has just seen one's
     await settle()
-    checkpoints = [record for record in shared.records if isinstance(record, Checkpoint)]
-    assert len(checkpoints) == 1
-    [checkpoint] = checkpoints
+    [*_, checkpoint] = checkpoints()
+    assert len(checkpoints()) == written + 1
     assert checkpoint.writer == one.service.node
     assert checkpoint.stream == "0"
     assert [hold.table for hold in checkpoint.holds] == ["t1"]
     select_at = next(i for i, record in enumerate(shared.records) if isinstance(record, Select))
     assert select_at <= checkpoint.through < shared.records.index(checkpoint)
-    assert any(isinstance(record, Heartbeat) for record in shared.records)
+
+
+async def test_no_heartbeat_before_the_state_is_rebuilt(clock: Clock) -> None:
+    shared = SharedLog()
+
+    class Silent(LogView):
+        def start(self, sink: SelectionSink) -> None:
+            self.started = True
+
+    node = Node(shared, clock, POLICY, "n1", "n1#a")
+    node.service.log = Silent(shared)
+    node.service.start()
+    try:
+        await settle()
+        node.service.upkeep()
+        assert shared.records == []
+    finally:
+        await node.service.stop()
 
 
 def test_policy_defaults() -> None:

@@ -10,13 +10,14 @@ of the section. The selector's confirmation is that broadcast; a refusal is ``ta
 
 Besides commands, each node keeps the shared state moving (:meth:`SelectionService.upkeep`):
 
-* it appends a heartbeat every ``heartbeat_interval``;
+* it appends a heartbeat every ``heartbeat_interval`` (once its state is rebuilt);
 * it releases its own holds when they expire (``expired``) or when their socket is gone
   (``disconnected``, also on close through :meth:`SelectionService.leave`);
 * it releases the holds of a node it has not heard from for ``node_timeout`` (``node_down``),
   and holds expired for longer than ``node_timeout`` whoever owns them;
-* it appends a checkpoint of each log stream every ``checkpoint_interval`` unless another node
-  just did, so a node that starts later rebuilds the state from a bounded read.
+* it appends a checkpoint of each log stream right after its state is rebuilt, then every
+  ``checkpoint_interval`` unless another node just did, so a node that starts later rebuilds
+  the state from a bounded read.
 
 Releases are idempotent (a release that matches no hold changes nothing), so several nodes
 may race to release the same dead hold.
@@ -187,7 +188,7 @@ class SelectionService:
         self._task: asyncio.Task[None] | None = None
         self._append_failing = False
         self._next_heartbeat = 0.0
-        self._next_checkpoint: float | None = None
+        self._next_checkpoint = 0.0
 
     # -- wiring ------------------------------------------------------------------------------
     def actions(self) -> dict[str, ActionHandler]:
@@ -443,19 +444,22 @@ class SelectionService:
             await asyncio.sleep(self.policy.sweep_interval)
 
     def upkeep(self) -> None:
-        """One round of upkeep; the background task runs it every ``sweep_interval``."""
+        """One round of upkeep; the background task runs it every ``sweep_interval``.
+
+        Nothing happens before the state is rebuilt: a node that is still reading the log has
+        no holds to keep alive and no state to checkpoint. The first round after that writes a
+        checkpoint at once, so every node that ever served leaves one behind.
+        """
+        if not self.ready:
+            return
         policy = self.policy
         moment = self._monotonic()
         if moment >= self._next_heartbeat:
             self._next_heartbeat = moment + policy.heartbeat_interval
             self._append_quietly(Heartbeat(self.node, self._now()))
-        if not self.ready:
-            return
         self._release_ended(moment)
-        if self._next_checkpoint is None:
+        if moment >= self._next_checkpoint:
             # Spread the nodes' checkpoints out; one per stream and interval is enough.
-            self._next_checkpoint = moment + policy.checkpoint_interval * random.uniform(0.5, 1.0)
-        elif moment >= self._next_checkpoint:
             self._next_checkpoint = moment + policy.checkpoint_interval * random.uniform(0.75, 1.25)
             self._write_checkpoints(moment)
 
