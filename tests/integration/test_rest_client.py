@@ -248,7 +248,7 @@ FILTER_CASES: list[tuple[str, str, dict[str, str], list[tuple[str, str]]]] = [
     ("menus", "user", {"restaurantid": "r1"}, [("restaurantId", "r1")]),
     ("dishes", "user", {"restaurantid": "r1"}, [("restaurantId", "r1")]),
     ("images", "user", {"entityId": "e1"}, [("entityId", "e1")]),
-    ("reviews", "user", {"restaurantId": "r1", "Rating": "5"}, [("rating", "5"), ("restaurantid", "r1")]),
+    ("reviews", "user", {"restaurantId": "r1", "Rating": "5"}, [("rating", "5"), ("restaurantId", "r1")]),
     (
         "payments",
         "admin",

@@ -291,7 +291,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "detail": ("get_review", "detail", "fetch_one"),
         "roles": ALL_ROLES,
         "id_key": "reviewId",
-        "rest": _rest("reviews"),
+        "rest": _rest("reviews", RESTAURANT_ALIAS),
         "owner": None,
         "topics": ("mesa-ya.reviews.events",),
         "subtypes": (),

@@ -203,13 +203,23 @@ def test_owner_id_is_dropped_in_any_case(key: str, audience: str) -> None:
 
 
 def test_unknown_filter_keys_pass_through_lower_cased() -> None:
-    # reviews has no alias table: restaurantId comes out lower-cased, as in the reference.
+    # objects has no alias table: a filter key comes out lower-cased, as in the reference.
+    params = dict(
+        plan_list(
+            CATALOGUE.by_name["objects"], "user", SECTION, ListQuery(filters={"ShapeType": "r-1"})
+        ).params
+    )
+    assert params == {"page": "1", "limit": "20", "shapetype": "r-1"}
+
+
+def test_reviews_alias_restaurant_id() -> None:
+    # Our fix of reference §13.15: the reviews list is filtered by restaurantId, not restaurantid.
     params = dict(
         plan_list(
             CATALOGUE.by_name["reviews"], "user", SECTION, ListQuery(filters={"RestaurantId": "r-1"})
         ).params
     )
-    assert params == {"page": "1", "limit": "20", "restaurantid": "r-1"}
+    assert params == {"page": "1", "limit": "20", "restaurantId": "r-1"}
 
 
 @pytest.mark.parametrize(

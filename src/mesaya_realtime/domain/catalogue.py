@@ -216,7 +216,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         singular="review",
         roles=ALL_ROLES,
         detail_id_key="reviewId",
-        rest=_rest("reviews"),
+        rest=_rest("reviews", dict(_RESTAURANT_ALIAS)),
         kafka_topics=("mesa-ya.reviews.events",),
         delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
     ),
