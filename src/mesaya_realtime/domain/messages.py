@@ -10,6 +10,7 @@ Every message a socket receives is one JSON text frame with the keys ``topic``, 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,13 +29,18 @@ __all__ = [
 ]
 
 
+_UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?Z")
+
+
+def _trim_fraction(naive_iso: str) -> str:
+    head, _, fraction = naive_iso.partition(".")
+    fraction = fraction.rstrip("0")
+    return f"{head}.{fraction}Z" if fraction else f"{head}Z"
+
+
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with ``Z`` and trailing fractional zeros trimmed, as Go prints it."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    return _trim_fraction(moment.astimezone(UTC).replace(tzinfo=None).isoformat())
 
 
 def now_timestamp() -> str:
@@ -42,9 +48,20 @@ def now_timestamp() -> str:
 
 
 def parse_timestamp(value: object) -> str | None:
-    """Normalise an ISO 8601 timestamp from an event to :func:`format_timestamp`, or None."""
+    """Normalise an ISO 8601 timestamp from an event to :func:`format_timestamp`, or None.
+
+    >>> parse_timestamp("2026-01-10T12:00:00.120Z"), parse_timestamp("2026-01-10T13:00:00+01:00")
+    ('2026-01-10T12:00:00.12Z', '2026-01-10T12:00:00Z')
+    """
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
+    if value[-1] == "Z" and _UTC_Z.fullmatch(value):
+        # The backend's own form (JavaScript's toISOString): already UTC, only validate.
+        try:
+            datetime.fromisoformat(value[:-1])
+        except ValueError:
+            return None
+        return _trim_fraction(value[:-1])
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00", 1))
     except ValueError:

@@ -36,8 +36,8 @@ def load_rsa_public_key(pem: str) -> RSAPublicKey:
 class JwtVerifier:
     """Verifies signature, ``exp`` (no leeway), ``sub``, and optionally ``iss`` and ``aud``.
 
-    >>> verifier = JwtVerifier(secret="s3cret")
-    >>> verifier.verify(jwt.encode({"sub": "u1"}, "s3cret")).user_id
+    >>> verifier = JwtVerifier(secret="a-secret-of-at-least-32-bytes-!!")
+    >>> verifier.verify(jwt.encode({"sub": "u1"}, "a-secret-of-at-least-32-bytes-!!")).user_id
     'u1'
     """
 
