@@ -22,6 +22,7 @@ from mesaya_realtime.application.usecases.sessions import (
     base_topics,
     connected_message,
 )
+from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.messages import Message, encode
 from mesaya_realtime.interface.websocket import SocketConnection, WriteScheduler, serve_session
 
@@ -52,6 +53,7 @@ class GatewayServices:
     #: Messages a session gets right after ``system.connected`` (e.g. current selections).
     on_join: list[Callable[[Session], list[Message]]] = field(default_factory=list)
     on_leave: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
+    topic_cache: dict[str, tuple[list[str], frozenset[str]]] = field(default_factory=dict)
 
 
 def _token_from(request: web.Request) -> str:
@@ -70,6 +72,15 @@ def _token_from(request: web.Request) -> str:
 def _reject(services: GatewayServices, status: int, message: str) -> web.Response:
     services.metrics.handshake_rejected(status)
     return web.json_response({"message": message}, status=status)
+
+
+def _entity_topics(services: GatewayServices, spec: EntitySpec) -> tuple[list[str], frozenset[str]]:
+    """An entity's starting topics, computed once and shared by all its sockets."""
+    found = services.topic_cache.get(spec.name)
+    if found is None:
+        topics = base_topics(spec.name, (*services.allowed_actions, *spec.socket_actions))
+        found = services.topic_cache[spec.name] = (topics, frozenset(topics))
+    return found
 
 
 async def entity_socket(request: web.Request) -> web.StreamResponse:
@@ -108,13 +119,13 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         services.send_buffer_bytes,
         services.metrics,
     )
-    topics = base_topics(spec.name, (*services.allowed_actions, *spec.socket_actions))
+    topics, topic_set = _entity_topics(services, spec)
     session = Session(
         connection=connection,
         principal=principal,
         entity=spec,
         section=request.match_info["section"].strip(),
-        topics=set(topics),
+        topics=topic_set,
     )
     services.hub.add(session)
     try:

@@ -116,7 +116,7 @@ class CommandService:
             elif kind == "detail":
                 detail = DetailQuery.from_payload(envelope.payload)
                 data = await self.snapshots.get_detail(spec, session.principal, detail.resource_id)
-                session.detail_ids.add(detail.resource_id)
+                session.remember_detail(detail.resource_id)
                 reply = detail_message(spec, session.section, detail.resource_id, data)
             elif kind == "extra":
                 reply = await self.extra_actions[spec.name][action](session, envelope.payload)
@@ -155,8 +155,8 @@ class CommandService:
             self.metrics.command(spec.name, kind, "error")
             return error_message(spec.name, session.section, kind, "topic not allowed")
         if kind == "subscribe":
-            session.topics.add(topic)
+            session.topics = session.topics | {topic}
         else:
-            session.topics.discard(topic)
+            session.topics = session.topics - {topic}
         self.metrics.command(spec.name, kind, "ok")
         return None

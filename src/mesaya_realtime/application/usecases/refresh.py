@@ -194,7 +194,7 @@ class SnapshotRefresher:
         except SnapshotNotFound:
             # Deleted: the delete event itself told the sockets; stop refreshing it.
             for session in group:
-                session.detail_ids.discard(resource_id)
+                session.forget_detail(resource_id)
             return
         except SnapshotError as error:
             self.metrics.command(spec.name, "refresh", "error")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,8 @@ __all__ = [
 WILDCARD_SECTION = "*"
 
 _ids = itertools.count(1)
+#: How many detail ids one socket keeps refreshed.
+MAX_TRACKED_DETAILS = 64
 
 
 def base_topics(entity: str, allowed_actions: Iterable[str]) -> list[str]:
@@ -50,15 +53,29 @@ class Session:
     principal: Principal
     entity: EntitySpec
     section: str
-    topics: set[str]
+    #: Shared by every socket of the entity until one subscribes or unsubscribes (then
+    #: replaced, never mutated), so an idle socket costs no set of its own.
+    topics: AbstractSet[str]
     id: int = field(default_factory=lambda: next(_ids))
     #: The last list query and the detail ids this socket asked for, for refreshes.
     list_query: ListQuery | None = None
-    detail_ids: set[str] = field(default_factory=set)
+    detail_ids: frozenset[str] = frozenset()
 
     @property
     def is_wildcard(self) -> bool:
         return self.section == WILDCARD_SECTION
+
+    def remember_detail(self, resource_id: str) -> None:
+        """Track a detail for refreshes; the most recent :data:`MAX_TRACKED_DETAILS` only."""
+        ids = self.detail_ids
+        if resource_id in ids:
+            return
+        if len(ids) >= MAX_TRACKED_DETAILS:
+            ids = frozenset(list(ids)[1:])
+        self.detail_ids = ids | {resource_id}
+
+    def forget_detail(self, resource_id: str) -> None:
+        self.detail_ids = self.detail_ids - {resource_id}
 
     def send(self, message: Message) -> None:
         self.connection.send(encode(message))
