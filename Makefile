@@ -36,6 +36,20 @@ integration: $(STAMP)
 e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
 
+## Benchmarks (docs/BENCHMARKS.md): the gateway against the floor and a FastAPI baseline on a real
+## Kafka broker ($KAFKA_BROKERS, else scripts/kafka-local start). Full run < 10 min, quick < 1 min.
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python -m bench --quick
+
 kafka-start:
 	scripts/kafka-local start
 

@@ -1,0 +1,1 @@
+"""The baselines the gateway is compared with, each a separate server process."""
