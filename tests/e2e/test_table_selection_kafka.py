@@ -202,3 +202,23 @@ async def test_the_holds_of_a_killed_node_end_on_the_others_within_the_bound(
     await bob.nothing_pending()  # nothing is selected any more
     await bob.select("table-1")
     assert selecting(await bob.expect("tables.selecting")) == ("table-1", "bob", "live")
+
+
+async def test_a_node_that_shuts_down_releases_its_holds_at_once(
+    http: aiohttp.ClientSession,
+    pair: tuple[GatewayProcess, GatewayProcess],
+    upstream: RecordingUpstream,
+    kafka_brokers: str,
+    selection_topic: str,
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    _, node_b = pair
+    leaving = start_gateway(kafka_env(upstream, kafka_brokers, selection_topic, "node-leaving"), ready=True)
+    section = new_section()
+    ada = await connect(http, leaving, "ada", section)
+    bob = await connect(http, node_b, "bob", section)
+    await ada.select("table-1")
+    await ada.expect("tables.selecting")
+    await bob.expect("tables.selecting")
+    assert await asyncio.to_thread(leaving.stop) == 0  # SIGTERM: a rolling deploy
+    assert released(await bob.expect("tables.released")) == ("table-1", "ada", "disconnected")

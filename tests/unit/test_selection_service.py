@@ -133,6 +133,7 @@ class Node:
             clock=lambda: clock.wall,
             monotonic=lambda: clock.mono,
             incarnation=incarnation,
+            jitter=lambda low, high: 1.0,
         )
 
     def connect(self, user: str, section: str = "hall") -> Socket:
@@ -582,7 +583,7 @@ async def test_checkpoints_are_written_at_start_then_per_interval_unless_someone
     one.service.upkeep()  # not due yet
     await settle()
     assert len(checkpoints()) == written
-    clock.advance(4.0)  # past 1.25 intervals: due for both
+    clock.advance(4.0)  # due for both
     one.service.upkeep()
     await settle()
     two.service.upkeep()  # it has just seen one's
@@ -618,3 +619,21 @@ def test_policy_defaults() -> None:
     policy = SelectionPolicy()
     assert (policy.ttl, policy.max_per_socket, policy.rate_per_second) == (300.0, 3, 10.0)
     assert (policy.heartbeat_interval, policy.node_timeout) == (2.0, 10.0)
+
+
+async def test_nodes_long_gone_are_forgotten_unless_they_still_hold_something(
+    nodes: Any, clock: Clock, shared: SharedLog
+) -> None:
+    node = await nodes("n1")
+    log = node.service.log
+    log.append(Heartbeat("n7#gone", int(clock.wall * 1000)))
+    log.append(Select("hall", "t1", Holder("n8#holding", "1", "ada"), int(clock.wall * 1000), 3_600_000))
+    await settle()
+    assert {"n7#gone", "n8#holding"} <= set(node.service._seen)
+    clock.mono += 10 * POLICY.node_timeout + 1  # only the monotonic clock: the hold stays valid
+    node.service._asked.clear()
+    shared.failing = True  # the node_down release cannot be written: n8 keeps its hold
+    node.service.upkeep()
+    await settle()
+    assert "n7#gone" not in node.service._seen
+    assert "n8#holding" in node.service._seen

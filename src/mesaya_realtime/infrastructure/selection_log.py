@@ -341,8 +341,9 @@ class KafkaSelectionLog:
                     replays[partition] = plan
         self._partitions = partitions
         self._positions = dict(ends)
-        self._hand_over(_deliver_bootstrap([replays[p] for p in partitions]))
+        # Set before the hand-over: the sink may ask for streams() as soon as it is bootstrapped.
         self._bootstrapped = True
+        self._hand_over(_deliver_bootstrap([replays[p] for p in partitions]))
         log.info(
             "selection log bootstrapped",
             extra={"topic": topic, "records": sum(len(r.entries) for r in replays.values())},
@@ -403,6 +404,7 @@ class KafkaSelectionLog:
     def _consume(self, consumer: Consumer) -> None:
         topic = self.config.topic
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in self._positions.items()])
+        consumer.list_topics(topic, timeout=10.0)  # raises while no broker answers
         self._connected = True
         while not self._stop.is_set():
             entries: list[LogEntry] = []

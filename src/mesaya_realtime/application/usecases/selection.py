@@ -161,6 +161,7 @@ class SelectionService:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         incarnation: str | None = None,
+        jitter: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.log = log
         self.hub = hub
@@ -172,6 +173,7 @@ class SelectionService:
         self.state = SelectionState()
         self._clock = clock
         self._monotonic = monotonic
+        self._jitter = jitter
         self._ready = asyncio.Event()
         self._requests = itertools.count(1)
         self._pending: dict[str, asyncio.Future[Change]] = {}
@@ -460,8 +462,9 @@ class SelectionService:
         self._release_ended(moment)
         if moment >= self._next_checkpoint:
             # Spread the nodes' checkpoints out; one per stream and interval is enough.
-            self._next_checkpoint = moment + policy.checkpoint_interval * random.uniform(0.75, 1.25)
+            self._next_checkpoint = moment + policy.checkpoint_interval * self._jitter(0.75, 1.25)
             self._write_checkpoints(moment)
+            self._forget_gone_nodes(moment)
 
     def _release_ended(self, moment: float) -> None:
         """Release what has ended: expired holds, holds of gone sockets and of silent nodes."""
@@ -484,6 +487,14 @@ class SelectionService:
                 or moment - self._seen.setdefault(node, moment) > self.policy.node_timeout
             ):
                 self._ask(hold, ReleaseReason.NODE_DOWN, now, moment)
+
+    def _forget_gone_nodes(self, moment: float) -> None:
+        """Drop liveness entries of nodes long silent that hold nothing (restarts add nodes)."""
+        holding = {hold.holder.node for hold in self.state}
+        horizon = 10 * self.policy.node_timeout
+        for node, seen in list(self._seen.items()):
+            if moment - seen > horizon and node not in holding:
+                del self._seen[node]
 
     def _earlier_incarnation(self, node: str) -> bool:
         return node.rpartition("#")[0] == self.node_id and node != self.node
