@@ -637,3 +637,21 @@ async def test_nodes_long_gone_are_forgotten_unless_they_still_hold_something(
     await settle()
     assert "n7#gone" not in node.service._seen
     assert "n8#holding" in node.service._seen
+
+
+async def test_a_node_that_does_not_read_its_own_records_back_judges_no_other_node(
+    nodes: Any, clock: Clock, shared: SharedLog
+) -> None:
+    one, two = await nodes("n1"), await nodes("n2")
+    ada = one.connect("ada")
+    await ada.select("t1")
+    await settle()
+    shared.delivering = False  # two's reading stalls: it hears from nobody, itself included
+    for _ in range(7):
+        clock.advance(1.0)
+        one.service.upkeep()
+        two.service.upkeep()
+        await settle()
+    releases = [record for record in shared.records if isinstance(record, Release)]
+    assert releases == []  # two does not blame n1 for its own deafness
+    assert two.service.state.hold("hall", "t1") is not None

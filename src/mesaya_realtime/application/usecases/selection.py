@@ -191,6 +191,7 @@ class SelectionService:
         self._append_failing = False
         self._next_heartbeat = 0.0
         self._next_checkpoint = 0.0
+        self._ready_at = 0.0
 
     # -- wiring ------------------------------------------------------------------------------
     def actions(self) -> dict[str, ActionHandler]:
@@ -392,6 +393,7 @@ class SelectionService:
             for entry in replay.entries:
                 self._apply(entry, announce=False)
             self._through[replay.stream] = replay.through
+        self._ready_at = self._monotonic()
         self._ready.set()
         log.info(
             "table selections ready",
@@ -469,9 +471,13 @@ class SelectionService:
     def _release_ended(self, moment: float) -> None:
         """Release what has ended: expired holds, holds of gone sockets and of silent nodes."""
         now = self._now()
-        timeout_ms = round(self.policy.node_timeout * 1000)
+        timeout = self.policy.node_timeout
+        timeout_ms = round(timeout * 1000)
         retry = max(1.0, self.policy.request_timeout)
         self._asked = {key: at for key, at in self._asked.items() if moment - at < retry}
+        # Judge others only while this node reads the log in time: its own records come back.
+        # A node whose reading lags (or that is cut off) must not declare everyone else dead.
+        current = moment - self._seen.get(self.node, self._ready_at) <= timeout
         for hold in list(self.state):
             node = hold.holder.node
             if node == self.node:
@@ -480,12 +486,11 @@ class SelectionService:
                 elif hold.expires_at <= now:
                     self._ask(hold, ReleaseReason.EXPIRED, now, moment)
                 continue
+            if not current:
+                continue
             if hold.expires_at + timeout_ms <= now:
                 self._ask(hold, ReleaseReason.EXPIRED, now, moment)
-            elif (
-                self._earlier_incarnation(node)
-                or moment - self._seen.setdefault(node, moment) > self.policy.node_timeout
-            ):
+            elif self._earlier_incarnation(node) or moment - self._seen.setdefault(node, moment) > timeout:
                 self._ask(hold, ReleaseReason.NODE_DOWN, now, moment)
 
     def _forget_gone_nodes(self, moment: float) -> None:
