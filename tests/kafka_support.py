@@ -553,6 +553,9 @@ class EventClient:
     ``prefix`` (the test's id prefix) makes it ignore events of other tests on the shared
     broker: an event counts when its ``resourceId`` starts with the prefix. System messages
     and snapshot pushes (list/detail) are not events and are skipped too.
+
+    Like a browser, it reads all the time (a background task), so it answers the server's
+    heartbeat pings even while the test is busy elsewhere (e.g. restarting a broker).
     """
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str, prefix: str) -> None:
@@ -561,6 +564,15 @@ class EventClient:
         self.prefix = prefix
         self.connected: dict[str, Any] = {}
         self.ignored = 0
+        self._frames: asyncio.Queue[aiohttp.WSMessage] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            frame = await self.ws.receive()
+            await self._frames.put(frame)
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                return
 
     @classmethod
     async def connect(
@@ -582,7 +594,7 @@ class EventClient:
         return client
 
     async def receive(self, timeout: float = 20.0) -> dict[str, Any]:
-        frame = await self.ws.receive(timeout=timeout)
+        frame = await asyncio.wait_for(self._frames.get(), timeout)
         assert frame.type == aiohttp.WSMsgType.TEXT, f"{self.name}: got {frame.type} {frame.data!r}"
         message: dict[str, Any] = orjson.loads(frame.data)
         return message
@@ -635,4 +647,7 @@ class EventClient:
                 return message
 
     async def close(self) -> None:
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
         await self.ws.close()

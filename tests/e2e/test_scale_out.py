@@ -63,7 +63,7 @@ async def test_two_gateways_on_one_broker_each_deliver_to_their_entitled_clients
     producer = EventProducer(kafka_brokers)
     table_shapes = [ks.table_event("updated", f"{p}-t{n}", section, number=n) for n in range(30)]
     for n, (payload, _) in enumerate(table_shapes):
-        producer.send("mesa-ya.tables.events", payload, key=f"{p}-k{n}")  # keys spread partitions
+        producer.send("mesa-ya.tables.events", payload, key=f"{p}-k{n}", partition=n % 3)
     mine, mine_message = ks.reservation_event("created", f"{p}-res1", r1, u1)
     theirs, theirs_message = ks.reservation_event("created", f"{p}-res2", r1, u2)
     mine_again, mine_again_message = ks.reservation_event("deleted", f"{p}-res1", r1, u1)
