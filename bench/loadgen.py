@@ -427,7 +427,7 @@ class Agent:
                 await asyncio.sleep(0.001)
         end = _now()
         replies = gen.replies
-        drain_deadline = time.monotonic() + 10
+        drain_deadline = time.monotonic() + 30
         while any(c.pending for c in live) and time.monotonic() < drain_deadline:
             await asyncio.sleep(0.01)
         outstanding = sum(len(c.pending) for c in live)

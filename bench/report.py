@@ -135,11 +135,16 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 closed["per_s"] >= 20000,
             )
         )
+        at_target = (opened["offered_per_s"] or 0) >= 20000
         verdicts.append(
             (
-                "Commands: p99 < 10 ms",
-                f"p99 {p99} ms at {opened['mode']} (achieved {opened['per_s']:,.0f}/s)",
-                p99 is not None and p99 < 10 and opened["per_s"] >= 0.95 * (opened["offered_per_s"] or 0),
+                "Commands: p99 < 10 ms (at 20,000/s)",
+                f"p99 {p99} ms at {opened['mode']} (achieved {opened['per_s']:,.0f}/s)"
+                + ("" if at_target else "; the maximum is below 20,000/s"),
+                p99 is not None
+                and p99 < 10
+                and at_target
+                and opened["per_s"] >= 0.95 * (opened["offered_per_s"] or 0),
             )
         )
     ingest = _find(results.get("ingest", []), path="in-process")
@@ -222,9 +227,19 @@ def table(results: dict[str, Any]) -> str:
         )
     lines += ["", "### Idle memory and connects", ""]
     lines.append(
-        _row(["server", "sockets", "RSS before MiB", "RSS after MiB", "KiB per socket", "connects/s"])
+        _row(
+            [
+                "server",
+                "sockets",
+                "RSS before MiB",
+                "RSS after MiB",
+                "KiB per socket",
+                "connects/s",
+                "idle server CPU",
+            ]
+        )
     )
-    lines.append(_row(["---"] * 6))
+    lines.append(_row(["---"] * 7))
     for row in results.get("idle_memory", []):
         lines.append(
             _row(
@@ -235,6 +250,7 @@ def table(results: dict[str, Any]) -> str:
                     _n(row["rss_after_mib"], 1),
                     _n(row["kib_per_socket"], 1),
                     _n(row.get("connects_per_s")),
+                    _pct(row.get("idle_cpu_pct")),
                 ]
             )
         )
@@ -243,10 +259,19 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", "### Handshakes (gateway, HS256 JWT in the path)", ""]
         lines.append(
             _row(
-                ["connections", "concurrency", "per s", "server µs each", "p50 ms", "p99 ms", "generator CPU"]
+                [
+                    "connections",
+                    "concurrency",
+                    "per s",
+                    "server µs each",
+                    "p50 ms",
+                    "p99 ms",
+                    "others on server core",
+                    "generator CPU",
+                ]
             )
         )
-        lines.append(_row(["---"] * 7))
+        lines.append(_row(["---"] * 8))
         lines.append(
             _row(
                 [
@@ -274,11 +299,12 @@ def table(results: dict[str, Any]) -> str:
                     "p50 ms",
                     "p99 ms",
                     "max ms",
+                    "others on server core",
                     "generator CPU",
                 ]
             )
         )
-        lines.append(_row(["---"] * 8))
+        lines.append(_row(["---"] * 9))
         for row in commands:
             lines.append(
                 _row(
