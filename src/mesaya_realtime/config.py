@@ -146,8 +146,9 @@ class Settings(BaseSettings):
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
-    # Table selection (docs/SELECTION.md): the shared log topic, the hold TTL, per-socket limits
-    # and how fast a dead node's holds end (TABLE_SELECTION_NODE_TIMEOUT after its death).
+    # Table selection (docs/ARCHITECTURE.md#table-selection): the shared log topic, the hold TTL,
+    # per-socket limits and how fast a dead node's holds end (within TABLE_SELECTION_NODE_TIMEOUT
+    # + 2 s of its death).
     table_selection_topic: str = Field(default="mesaya-realtime.table-selections", min_length=1)
     table_selection_ttl: float = 300.0
     table_selection_max_per_socket: int = Field(default=3, ge=1)

@@ -1,7 +1,8 @@
 """Table selection across gateway processes that share only the real Kafka broker.
 
-Documented bound (docs/SELECTION.md): the holds of a node that dies end on the other nodes
-at most ``TABLE_SELECTION_NODE_TIMEOUT + 2 s`` after its death.
+Documented bound (docs/WEBSOCKET_ENDPOINTS.md, "When a hold ends", and docs/ARCHITECTURE.md,
+"Selection bounds"): the holds of a node that dies end on the other nodes at most
+``TABLE_SELECTION_NODE_TIMEOUT + 2 s`` after its death.
 """
 
 from __future__ import annotations
