@@ -655,3 +655,51 @@ async def test_a_node_that_does_not_read_its_own_records_back_judges_no_other_no
     releases = [record for record in shared.records if isinstance(record, Release)]
     assert releases == []  # two does not blame n1 for its own deafness
     assert two.service.state.hold("hall", "t1") is not None
+
+
+async def test_selects_that_timed_out_do_not_count_against_the_socket(
+    nodes: Any, shared: SharedLog, clock: Clock
+) -> None:
+    node = await nodes()
+    ada = node.connect("ada")
+    shared.delivering = False
+    for table in ("t1", "t2", "t3"):
+        with refused("table selection timed out"):
+            await ada.select(table)
+        clock.advance(1.0)  # stay under the rate limit
+    assert node.service._inflight == {}
+    assert node.service._unapplied == {}
+    shared.delivering = True
+    await ada.select("t4")  # not "too many selections"
+    assert [m["topic"] for m in ada.connection.take()][-1] == "tables.selecting"
+
+
+async def test_a_closed_socket_leaves_no_tracking_behind(nodes: Any, shared: SharedLog) -> None:
+    node = await nodes()
+    ada = node.connect("ada")
+    shared.delivering = False
+    pending = asyncio.ensure_future(ada.select("t1"))
+    await settle()
+    node.hub.remove(ada.session)
+    await node.service.leave(ada.session)
+    assert node.service._inflight == {}
+    assert node.service._unapplied == {}
+    pending.cancel()
+    await asyncio.gather(pending, return_exceptions=True)
+
+
+async def test_holds_already_expired_when_the_state_is_rebuilt_are_not_shown(
+    shared: SharedLog, clock: Clock
+) -> None:
+    long_ago = int((clock.wall - 120) * 1000)
+    shared.records.append(Select("hall", "old", Holder("n2#b", "1", "bob"), long_ago, 60_000))
+    shared.records.append(Select("hall", "new", Holder("n2#b", "2", "eve"), int(clock.wall * 1000), 60_000))
+    node = Node(shared, clock, POLICY, "n1", "n1#a")
+    ada = node.connect("ada")
+    node.service.start()
+    await settle()
+    try:
+        shown = [(m["topic"], m["resourceId"]) for m in ada.connection.take()]
+        assert [r for topic, r in shown if topic == "tables.selecting"] == ["new"]
+    finally:
+        await node.service.stop()

@@ -254,7 +254,9 @@ class SelectionService:
             return
         self._buckets.pop(socket, None)
         keys = {hold.key for hold in self.state.of_socket(self.node, socket)}
-        keys |= self._inflight.get(socket, set())
+        keys |= self._inflight.pop(socket, set())
+        for request in [r for r, (owner, _) in self._unapplied.items() if owner == socket]:
+            del self._unapplied[request]
         if not keys:
             return
         holder = Holder(self.node, socket, session.principal.user_id)
@@ -370,6 +372,9 @@ class SelectionService:
                     raise SelectionRefused(UNAVAILABLE) from None
                 return await outcome
         except TimeoutError:
+            # If the record lands later, the hold is in the state (and released by upkeep
+            # once its socket is gone); until then it must not count against the socket.
+            self._forget_select(record.request)
             raise SelectionRefused(TIMED_OUT) from None
         finally:
             self._pending.pop(record.request, None)
@@ -399,8 +404,10 @@ class SelectionService:
             "table selections ready",
             extra={"node": self.node, "holds": len(self.state), "streams": len(replays)},
         )
+        now = self._now()
         for hold in sorted(self.state, key=lambda h: h.key):
-            self._publish(hold.section, selecting_message(self.spec.name, hold, "current"))
+            if hold.expires_at > now:
+                self._publish(hold.section, selecting_message(self.spec.name, hold, "current"))
 
     def entries(self, entries: Sequence[LogEntry]) -> None:
         for entry in entries:
