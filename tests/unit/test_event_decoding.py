@@ -279,6 +279,15 @@ def test_an_unknown_subtype_is_refused() -> None:
     assert caught.value.reason == "unknown subtype"
 
 
+@pytest.mark.parametrize("subtype", ["payment", "reservation", "user", "plan"])
+def test_a_subtype_cannot_move_an_event_to_another_aggregate(subtype: str) -> None:
+    # The menus topic carries menus and dishes only: a "payment" there must not reach
+    # payments sockets (nor "plan", which belongs to the subscriptions topic).
+    with pytest.raises(EventDecodeError) as caught:
+        decode(MENUS, {"event_type": "created", "entity_subtype": subtype, "entity_id": "x-1"})
+    assert caught.value.reason == "unknown subtype"
+
+
 def test_a_topic_of_no_entity_is_refused() -> None:
     with pytest.raises(EventDecodeError) as caught:
         decode("mesa-ya.unknown.events", {"event_type": "created"})

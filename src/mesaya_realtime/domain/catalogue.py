@@ -446,6 +446,11 @@ class Catalogue:
                 primary.setdefault(topic, entity.name)
                 for subtype in entity.kafka_subtypes:
                     subtypes[(topic, subtype)] = entity.name
+        siblings: set[tuple[str, str]] = set()
+        for topic in primary:
+            sharing = [e.name for e in entities if topic in e.kafka_topics]
+            siblings.update((a, b) for a in sharing for b in sharing if a != b)
+        self._siblings = frozenset(siblings)
         #: Kafka topic -> the entity of its records that carry no ``entity_subtype``.
         self.topic_entities: Mapping[str, str] = MappingProxyType(primary)
         self._subtypes = subtypes
@@ -480,13 +485,18 @@ class Catalogue:
             >>> CATALOGUE.entity_for_event("mesa-ya.menus.events", "dish").name
             'dishes'
         """
-        key = subtype.strip().lower()
-        if key:
-            name = self._subtypes.get((topic, key)) or self.alias_map.get(key)
-            return self.by_name.get(name) if name else None
         mapping = topic_entities if topic_entities is not None else self.topic_entities
-        name = mapping.get(topic) or self.topic_entities.get(topic)
-        return self.by_name.get(self.normalize(name)) if name else None
+        primary = mapping.get(topic) or self.topic_entities.get(topic)
+        primary = self.normalize(primary) if primary else ""
+        key = subtype.strip().lower()
+        if not key:
+            return self.by_name.get(primary)
+        name = self._subtypes.get((topic, key)) or self.alias_map.get(key)
+        # A subtype only picks the topic's own entity or one sharing a topic with it in the
+        # catalogue (menus/dishes, subscriptions/plans): never another aggregate's entity.
+        if name and primary and (name == primary or (primary, name) in self._siblings):
+            return self.by_name.get(name)
+        return None
 
     def default_topics(self) -> dict[str, tuple[str, ...]]:
         """The ``WS_ENTITY_TOPICS`` default: entity name -> Kafka topics."""
