@@ -47,6 +47,9 @@ class DomainEvent:
     data: Any
     metadata: Mapping[str, str]
     timestamp: str
+    #: The values of the entity's delivery-rule paths, read once at decoding.
+    scope: tuple[str, ...] = ()
+    users: tuple[str, ...] = ()
 
     @property
     def topic(self) -> str:
@@ -59,6 +62,11 @@ def _text(payload: Mapping[str, Any], key: str, limit: int, *, numbers: bool = F
     value = payload.get(key)
     if value is None:
         return ""
+    if type(value) is str:
+        text = value.strip()
+        if len(text) > limit:
+            raise EventDecodeError(f"{key} too long")
+        return text
     if (
         isinstance(value, bool)
         or not isinstance(value, str | int)
@@ -133,28 +141,43 @@ def _decode(
     if raw_metadata is not None and not isinstance(raw_metadata, dict):
         raise EventDecodeError("metadata is not an object")
     metadata = {str(key): stringify(item) for key, item in (raw_metadata or {}).items() if item is not None}
+    data = payload.get("data")
+    rule = spec.delivery
     return DomainEvent(
         entity=spec,
         action=action,
         resource_id=resource_id,
-        data=payload.get("data"),
+        data=data,
         metadata=metadata,
         timestamp=parse_timestamp(payload.get("timestamp")) or now_timestamp(),
+        scope=_values(data, metadata, rule.scope_paths) if rule.scope_paths else (),
+        users=_values(data, metadata, rule.user_paths) if rule.user_paths else (),
     )
 
 
-def event_values(event: DomainEvent, paths: tuple[str, ...]) -> list[str]:
-    """The non-empty string values at dotted ``paths`` (``data.sectionId``,
-    ``metadata.restaurant_id``) of an event, without duplicates."""
+_SPLIT_PATHS: dict[str, tuple[str, str]] = {}
+
+
+def _values(data: Any, metadata: Mapping[str, str], paths: tuple[str, ...]) -> tuple[str, ...]:
     values: list[str] = []
     for path in paths:
-        root, _, key = path.partition(".")
-        source: Any = event.data if root == "data" else event.metadata if root == "metadata" else None
-        if key == "" or not isinstance(source, Mapping):
+        split = _SPLIT_PATHS.get(path)
+        if split is None:
+            root, _, key = path.partition(".")
+            split = _SPLIT_PATHS[path] = (root, key)
+        root, key = split
+        source: Any = data if root == "data" else metadata if root == "metadata" else None
+        if not key or not isinstance(source, Mapping):
             continue
         value = source.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
         if isinstance(value, str) and value and value not in values:
             values.append(value)
-    return values
+    return tuple(values)
+
+
+def event_values(event: DomainEvent, paths: tuple[str, ...]) -> list[str]:
+    """The non-empty string values at dotted ``paths`` (``data.sectionId``,
+    ``metadata.restaurant_id``) of an event, without duplicates."""
+    return list(_values(event.data, event.metadata, paths))

@@ -16,7 +16,7 @@ from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.domain.catalogue import Catalogue
-from mesaya_realtime.domain.events import DomainEvent, EventDecodeError, decode_event, event_values
+from mesaya_realtime.domain.events import DomainEvent, EventDecodeError, decode_event
 from mesaya_realtime.domain.messages import Message
 
 __all__ = [
@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 class Refresher(Protocol):
     """Schedules refreshed list/detail snapshots for the sockets an event made stale."""
 
-    def schedule(self, event: DomainEvent, scope: list[str], users: list[str]) -> None: ...
+    def schedule(self, event: DomainEvent) -> None: ...
 
 
 @dataclass(slots=True)
@@ -52,9 +52,6 @@ EventHandler = Callable[[DomainEvent, EventContext], None]
 def deliver(event: DomainEvent, context: EventContext) -> None:
     """Push ``<entity>.<event_type>`` to the sockets entitled to it (catalogue rule)."""
     spec = event.entity
-    rule = spec.delivery
-    scope = event_values(event, rule.scope_paths)
-    users = event_values(event, rule.user_paths)
     message = Message(
         topic=event.topic,
         entity=spec.name,
@@ -64,17 +61,14 @@ def deliver(event: DomainEvent, context: EventContext) -> None:
         metadata=event.metadata or None,
         timestamp=event.timestamp,
     )
-    context.hub.publish(message, context.hub.recipients(spec, scope, users))
+    context.hub.publish(message, context.hub.recipients(spec, event.scope, event.users))
 
 
 def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:
     """Drop the cache entries the event made stale and schedule the refreshed pushes."""
     context.cache.invalidate(event.entity.name, event.resource_id or None)
     if context.refresher is not None:
-        rule = event.entity.delivery
-        context.refresher.schedule(
-            event, event_values(event, rule.scope_paths), event_values(event, rule.user_paths)
-        )
+        context.refresher.schedule(event)
 
 
 DEFAULT_HANDLERS: tuple[EventHandler, ...] = (deliver, refresh_snapshots)

@@ -43,12 +43,14 @@ TOKEN_MARGIN_SECONDS = 5.0
 
 @dataclass(slots=True)
 class _Pending:
-    """What one entity's coalescing window has collected so far."""
+    """What one entity's coalescing window has collected so far (cheap to add to)."""
 
     first_at: float
-    sessions: dict[int, Session] = field(default_factory=dict)
+    scope: set[str] = field(default_factory=set)
+    users: set[str] = field(default_factory=set)
     #: Resource ids whose detail snapshots changed; None means "any" (id unknown).
     resource_ids: set[str] | None = field(default_factory=set)
+    deadline: float = 0.0
     handle: asyncio.TimerHandle | None = None
 
 
@@ -64,6 +66,7 @@ class SnapshotRefresher:
         max_delay: float = 1.0,
         metrics: Metrics | None = None,
         wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.hub = hub
         self.snapshots = snapshots
@@ -71,39 +74,47 @@ class SnapshotRefresher:
         self.max_delay = max_delay
         self.metrics = metrics or NullMetrics()
         self._wall_clock = wall_clock
+        # The event loop's clock (loop.time() is time.monotonic() in asyncio).
+        self._monotonic = monotonic
         self._pending: dict[str, _Pending] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, event: DomainEvent, scope: list[str], users: list[str]) -> None:
+    def schedule(self, event: DomainEvent) -> None:
+        """Note the event; the sockets it concerns are found once per coalescing window.
+
+        Per event this is a few set updates: the timer is armed once per window and, when it
+        fires early (more events came), re-armed at the moved deadline.
+        """
         spec = event.entity
-        interested = [
-            session
-            for session in self.hub.recipients(spec, scope, users)
-            if session.list_query is not None or session.detail_ids
-        ]
-        if not interested:
-            return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        if not self.hub.count(spec.name):
+            return  # no socket of the entity on this node: nothing to refresh
+        now = self._monotonic()
         pending = self._pending.get(spec.name)
         if pending is None:
             pending = self._pending[spec.name] = _Pending(first_at=now)
-        for session in interested:
-            pending.sessions[session.id] = session
+            pending.deadline = now + self.quiet
+            loop = asyncio.get_running_loop()
+            pending.handle = loop.call_at(pending.deadline, self._flush, spec)
+        else:
+            pending.deadline = min(now + self.quiet, pending.first_at + self.max_delay)
+        pending.scope.update(event.scope)
+        pending.users.update(event.users)
         if pending.resource_ids is not None:
             if event.resource_id:
                 pending.resource_ids.add(event.resource_id)
             else:
                 pending.resource_ids = None
-        if pending.handle is not None:
-            pending.handle.cancel()
-        at = min(now + self.quiet, pending.first_at + self.max_delay)
-        pending.handle = loop.call_at(at, self._flush, spec)
 
     def _flush(self, spec: EntitySpec) -> None:
-        pending = self._pending.pop(spec.name, None)
+        pending = self._pending.get(spec.name)
         if pending is None:
             return
+        if pending.deadline > self._monotonic():
+            # Events kept coming: wait for the quiet period (bounded by max_delay).
+            loop = asyncio.get_running_loop()
+            pending.handle = loop.call_at(pending.deadline, self._flush, spec)
+            return
+        del self._pending[spec.name]
         task = asyncio.ensure_future(self._refresh(spec, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -119,8 +130,9 @@ class SnapshotRefresher:
     async def _refresh(self, spec: EntitySpec, pending: _Pending) -> None:
         lists: dict[CacheKey, list[Session]] = {}
         details: dict[tuple[CacheKey, str], list[Session]] = {}
-        for session in pending.sessions.values():
-            if not self.hub.is_connected(session):
+        sessions = self.hub.recipients(spec, pending.scope, pending.users)
+        for session in sessions:
+            if session.list_query is None and not session.detail_ids:
                 continue
             if session.list_query is not None:
                 key, _ = self.snapshots.list_key(spec, session.principal, session.section, session.list_query)
