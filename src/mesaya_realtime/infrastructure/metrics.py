@@ -50,31 +50,31 @@ class PrometheusMetrics:
         self._child(self.consumed, topic).inc(count)
 
     def event_skipped(self, topic: str, reason: str) -> None:
-        self.events_skipped.labels(topic, reason).inc()
+        self._child(self.events_skipped, topic, reason).inc()
 
     def delivered(self, entity: str, count: int) -> None:
         self._child(self.deliveries, entity).inc(count)
 
     def socket_opened(self, entity: str) -> None:
-        self.open_sockets.labels(entity).inc()
+        self._child(self.open_sockets, entity).inc()
 
     def socket_closed(self, entity: str) -> None:
-        self.open_sockets.labels(entity).dec()
+        self._child(self.open_sockets, entity).dec()
 
     def command(self, entity: str, action: str, outcome: str) -> None:
         self._child(self.commands, entity, action, outcome).inc()
 
     def handshake_rejected(self, status: int) -> None:
-        self.handshakes_rejected.labels(str(status)).inc()
+        self._child(self.handshakes_rejected, str(status)).inc()
 
     def bad_frame(self, reason: str) -> None:
-        self.bad_frames.labels(reason).inc()
+        self._child(self.bad_frames, reason).inc()
 
     def cache(self, outcome: str) -> None:
         self._child(self.cache_events, outcome).inc()
 
     def upstream_call(self, outcome: str, seconds: float) -> None:
-        self.upstream_calls.labels(outcome).observe(seconds)
+        self._child(self.upstream_calls, outcome).observe(seconds)
 
     def slow_consumer_closed(self) -> None:
         self.slow_consumers.inc()
@@ -82,7 +82,7 @@ class PrometheusMetrics:
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)
 
-    def _child(self, metric: Counter, *labels: str) -> Any:
+    def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         key = (id(metric), *labels)
         child = self._children.get(key)
         if child is None:
