@@ -66,6 +66,7 @@ class Plan:
     fastapi_burst_rounds: int = 4
     steady_rate: float = 20.0
     steady_seconds: float = 8.0
+    paced_events: int = 30
     generators: int = 2
     connect_concurrency: int = 200
     handshakes: int = 8000
@@ -88,6 +89,7 @@ class Plan:
             burst_events=10,
             burst_rounds=3,
             steady_seconds=2.0,
+            paced_events=10,
             handshakes=400,
             handshake_concurrency=50,
             command_sockets=200,
@@ -139,17 +141,18 @@ def kafka_brokers(layout: Layout) -> tuple[str, int | None]:
     brokers = os.environ.get("KAFKA_BROKERS", "").strip()
     if brokers:
         return brokers, None
-    print("::: starting Kafka with scripts/kafka-local start", flush=True)
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "kafka-local"), "start"], capture_output=True, text=True, check=True
-    ).stdout
+    script = str(ROOT / "scripts" / "kafka-local")
+    already = subprocess.run([script, "status"], capture_output=True, text=True).returncode == 0
+    print("::: Kafka: scripts/kafka-local start", flush=True)
+    out = subprocess.run([script, "start"], capture_output=True, text=True, check=True).stdout
     brokers = out.strip().splitlines()[-1].strip()
     port = brokers.rsplit(":", 1)[1]
     pid = None
     with contextlib.suppress(OSError, ValueError):
         cache = Path(os.environ.get("KAFKA_LOCAL_CACHE", ROOT / ".cache" / "kafka"))
         pid = int((cache / f"kafka-{port}.pid").read_text().strip())
-        pin(layout.load, pid)  # keep the broker off the server's core
+        if not already:
+            pin(layout.load, pid)  # a broker we started stays off the server's core
     return brokers, pid
 
 
@@ -643,6 +646,32 @@ class Bench:
             event_bytes=self.producer.bytes,
         )
 
+    async def paced(self, server: Server, sockets: int) -> dict[str, Any]:
+        """One event at a time: the next is produced once every client has the previous one."""
+        total = self.plan.paced_events
+        run = next(self.runs)
+        await self.each("expect", run=run, target=total, round_size=1)
+        meter = self.meter(server)
+        busy = 0.0
+        for seq in range(total):
+            start = time.perf_counter()
+            self.producer.send(run, range(seq, seq + 1))
+            await self.each("wait_round", round=seq, timeout=60.0)
+            busy += time.perf_counter() - start
+            await asyncio.sleep(0.01)
+        answers = await self.each("wait", timeout=30.0)
+        deliveries = sum(a["received"] for a in answers)
+        return self.phase_result(
+            server,
+            "paced",
+            sockets,
+            total,
+            meter,
+            answers,
+            deliveries_per_s=deliveries / busy if busy else None,
+            event_bytes=self.producer.bytes,
+        )
+
     async def fanout(self, kind: str) -> None:
         plan = self.plan
         sizes = plan.fastapi_sizes if kind == "fastapi" else plan.sizes
@@ -682,7 +711,7 @@ class Bench:
             for size in sorted(sizes, reverse=True):
                 await self.close_to(server, size)
                 await asyncio.sleep(0.5)
-                for phase in (self.burst, self.steady):
+                for phase in (self.paced, self.burst, self.steady):
                     name = f"{kind}-{phase.__name__}-{size}"
                     async with self.profiled(server, name):
                         row = await phase(server, size)
@@ -834,6 +863,23 @@ class Bench:
         self.results["commands"] = rows
         await self.close_to(server, 0)
 
+    def calibrate(self) -> None:
+        args = [PYTHON, "-m", "bench.calibrate"]
+        if self.layout.server and self.layout.load:
+            args += [
+                "--server-core",
+                str(min(self.layout.server)),
+                "--client-core",
+                str(min(self.layout.load)),
+            ]
+        out = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300, check=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        self.results["calibration"] = row
+        self.note(
+            f"calibration: loopback send() {row['us_per_send_spaced']:.1f} µs (idle reader), "
+            f"{row['us_per_send_back_to_back']:.1f} µs (back to back)"
+        )
+
     def ingest_in_process(self) -> None:
         args = [PYTHON, "-m", "bench.ingest", "--seconds", str(self.plan.ingest_seconds)]
         for core in sorted(self.layout.server or ()):
@@ -910,6 +956,7 @@ async def run(plan: Plan) -> int:
     bench.note(f"{plan.mode} run; {layout.describe()}; Kafka at {brokers}")
     try:
         bench.generators = [await Generator.start(layout) for _ in range(plan.generators)]
+        bench.calibrate()
         bench.ingest_in_process()
         for kind in servers:
             await bench.fanout(kind)
