@@ -238,3 +238,37 @@ def test_load_rsa_public_key_accepts_quotes_and_literal_newlines(rsa_key: rsa.RS
 def test_load_rsa_public_key_refuses_what_is_not_an_rsa_public_key(text: str) -> None:
     with pytest.raises(ValueError):
         load_rsa_public_key(text)
+
+
+def test_verified_tokens_are_cached_but_expire_on_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "a-secret-of-at-least-32-bytes-long!"
+    verifier = JwtVerifier(secret=secret)
+    token = jwt.encode({"sub": "u1", "exp": int(time.time()) + 60}, secret, algorithm="HS256")
+    first = verifier.verify(token)
+    calls: list[str] = []
+    monkeypatch.setattr(jwt, "decode", lambda *a, **k: calls.append("decode"))
+    assert verifier.verify(token) is first
+    assert calls == []  # served from the cache
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(AuthError):
+        verifier.verify(token)
+
+
+def test_the_token_cache_is_bounded() -> None:
+    secret = "a-secret-of-at-least-32-bytes-long!"
+    verifier = JwtVerifier(secret=secret, cache_size=3)
+    tokens = [jwt.encode({"sub": f"u{i}"}, secret, algorithm="HS256") for i in range(5)]
+    for token in tokens:
+        verifier.verify(token)
+    assert list(verifier._verified) == tokens[2:]
+
+
+def test_a_bad_token_is_never_cached() -> None:
+    secret = "a-secret-of-at-least-32-bytes-long!"
+    verifier = JwtVerifier(secret=secret)
+    forged = jwt.encode({"sub": "u1"}, "another-secret-of-32-bytes-or-more!", algorithm="HS256")
+    for _ in range(2):
+        with pytest.raises(AuthError):
+            verifier.verify(forged)
+    assert verifier._verified == {}

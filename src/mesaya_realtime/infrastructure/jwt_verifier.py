@@ -49,7 +49,10 @@ class JwtVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         require_exp: bool = False,
+        cache_size: int = 10_000,
     ) -> None:
+        self.cache_size = max(1, cache_size)
+        self._verified: dict[str, Principal] = {}
         if public_key is not None:
             self._key: Any = public_key
             self._algorithms = RSA_ALGORITHMS
@@ -72,6 +75,25 @@ class JwtVerifier:
         }
 
     def verify(self, token: str) -> Principal:
+        """The token's principal; a token verified before is looked up, its expiry re-checked.
+
+        Reconnect storms (a node restarting, a network blip) bring the same tokens back at
+        once; the cache makes each of those handshakes a dictionary lookup instead of a
+        signature check. Only tokens that verified are cached, keyed by their full text.
+        """
+        known = self._verified.get(token)
+        if known is not None:
+            if known.valid_at(time.time()):
+                return known
+            del self._verified[token]
+            raise AuthError()
+        principal = self._verify(token)
+        if len(self._verified) >= self.cache_size:
+            del self._verified[next(iter(self._verified))]  # the oldest
+        self._verified[token] = principal
+        return principal
+
+    def _verify(self, token: str) -> Principal:
         try:
             claims = jwt.decode(
                 token,

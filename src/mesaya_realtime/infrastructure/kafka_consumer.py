@@ -26,11 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from mesaya_realtime.application.handlers.events import Record
 
-__all__ = ["KafkaEventSource", "KafkaSourceConfig"]
+__all__ = ["KafkaEventSource", "KafkaSourceConfig", "fetch_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,19 @@ class KafkaSourceConfig:
     missing_topic_grace: float = 15.0
     #: False replays partitions that exist at start from their beginning (tools, tests).
     start_at_end: bool = True
+
+
+def fetch_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
+    """Up to ``size`` messages, returning as soon as one is there.
+
+    ``consume(n, timeout)`` waits the whole timeout unless ``n`` messages arrive, which adds
+    up to ``timeout`` of latency to a lone event; ``poll`` returns on the first message and
+    ``consume(n - 1, 0)`` then takes whatever else is already fetched.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
 class KafkaEventSource:
@@ -262,7 +275,7 @@ class KafkaEventSource:
                     continue
             self._maybe_report_lag(consumer)
             records: list[Record] = []
-            for message in consumer.consume(self.config.batch_size, self.config.poll_timeout):
+            for message in fetch_batch(consumer, self.config.batch_size, self.config.poll_timeout):
                 problem = message.error()
                 if problem is not None:
                     if problem.code() != KafkaError._PARTITION_EOF:

@@ -43,6 +43,7 @@ from mesaya_realtime.domain.selection import (
     plan_replay,
     record_key,
 )
+from mesaya_realtime.infrastructure.kafka_consumer import fetch_batch
 
 __all__ = ["InProcessSelectionLog", "KafkaSelectionConfig", "KafkaSelectionLog"]
 
@@ -408,7 +409,7 @@ class KafkaSelectionLog:
         self._connected = True
         while not self._stop.is_set():
             entries: list[LogEntry] = []
-            for message in consumer.consume(self.config.batch_size, self.config.poll_timeout):
+            for message in fetch_batch(consumer, self.config.batch_size, self.config.poll_timeout):
                 problem = message.error()
                 if problem is not None:
                     if problem.code() != KafkaError._PARTITION_EOF:

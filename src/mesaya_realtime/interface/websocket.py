@@ -17,7 +17,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
-from mesaya_realtime.application.usecases.commands import CommandService, Envelope
+from mesaya_realtime.application.usecases.commands import LATER, CommandService, Envelope
 from mesaya_realtime.application.usecases.sessions import Session, error_message
 from mesaya_realtime.domain.errors import InvalidPayload
 from mesaya_realtime.domain.messages import Message, encode
@@ -159,11 +159,19 @@ async def serve_session(
                     metrics.bad_frame("protocol")
                     break
                 continue
+            parsed = _parse(frame.data, session, metrics)
+            if previous is None or previous.done():
+                # Nothing pending before it: answer at once when no waiting is needed.
+                reply = parsed if isinstance(parsed, Message) else commands.answer_now(session, parsed)
+                if reply is not LATER:
+                    if isinstance(reply, Message):
+                        connection.send(encode(reply))
+                    continue
             if inflight:
                 inflight = [task for task in inflight if not task.done()]
                 if len(inflight) >= max_inflight:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            previous = asyncio.ensure_future(_answer(frame.data, previous, session, commands, metrics))
+            previous = asyncio.ensure_future(_answer(parsed, previous, session, commands))
             inflight.append(previous)
     finally:
         if expiry is not None:
@@ -173,27 +181,31 @@ async def serve_session(
         connection.closed = True
 
 
+def _parse(data: str | bytes, session: Session, metrics: Metrics) -> Envelope | Message:
+    """The command of a frame, or the ``invalid payload`` error that answers it."""
+    try:
+        return Envelope.parse(orjson.loads(data))
+    except (orjson.JSONDecodeError, InvalidPayload):
+        metrics.bad_frame("invalid payload")
+        return error_message(session.entity.name, session.section, "unknown", "invalid payload")
+
+
 async def _answer(
-    data: str | bytes,
+    parsed: Envelope | Message,
     previous: asyncio.Task[None] | None,
     session: Session,
     commands: CommandService,
-    metrics: Metrics,
 ) -> None:
     """Run one command, wait for the reply before it, then send this reply."""
-    spec = session.entity
     reply: Message | None
-    try:
-        envelope = Envelope.parse(orjson.loads(data))
-    except (orjson.JSONDecodeError, InvalidPayload):
-        metrics.bad_frame("invalid payload")
-        reply = error_message(spec.name, session.section, "unknown", "invalid payload")
+    if isinstance(parsed, Message):
+        reply = parsed
     else:
         try:
-            reply = await commands.handle(session, envelope)
+            reply = await commands.handle(session, parsed)
         except Exception:
-            log.exception("command failed", extra={"entity": spec.name})
-            reply = error_message(spec.name, session.section, "unknown", "internal error")
+            log.exception("command failed", extra={"entity": session.entity.name})
+            reply = error_message(session.entity.name, session.section, "unknown", "internal error")
     if previous is not None and not previous.done():
         await asyncio.wait((previous,))
     if reply is not None:

@@ -29,10 +29,13 @@ from mesaya_realtime.domain.errors import (
 from mesaya_realtime.domain.messages import Message
 from mesaya_realtime.domain.queries import DetailQuery, ListQuery
 
-__all__ = ["AUTHENTICATE_ACTIONS", "ActionHandler", "CommandService", "Envelope"]
+__all__ = ["AUTHENTICATE_ACTIONS", "LATER", "ActionHandler", "CommandService", "Envelope"]
 
 #: An extra action: given the session and the raw payload, the reply (or None for none).
 ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+
+#: What :meth:`CommandService.answer_now` returns when the command must be awaited.
+LATER = object()
 
 #: Actions that renew a socket's token before it expires (payload ``{"token": "<jwt>"}``).
 AUTHENTICATE_ACTIONS = ("authenticate", "refresh_token")
@@ -93,6 +96,40 @@ class CommandService:
         if action in self.extra_actions.get(spec.name, {}):
             return "extra"
         return "unknown"
+
+    def answer_now(self, session: Session, envelope: Envelope) -> Message | object | None:
+        """The reply when it needs no waiting (ping, subscriptions, refusals, cache hits),
+        else :data:`LATER`: then ``await handle(...)``. Saves a task per cached command."""
+        spec = session.entity
+        kind = self.kind_of(session, envelope.action)
+        if kind not in ("ping", "subscribe", "unsubscribe", "list", "detail", "unknown"):
+            return LATER
+        try:
+            if kind == "ping":
+                return pong_message()
+            if kind in ("subscribe", "unsubscribe"):
+                return self._subscription(session, kind, envelope.topic)
+            if kind == "unknown":
+                raise UnsupportedAction()
+            if kind == "list":
+                query = ListQuery.from_payload(envelope.payload)
+                data = self.snapshots.cached_list(spec, session.principal, session.section, query)
+                if data is None:
+                    return LATER
+                session.list_query = query
+                reply = list_message(spec.name, session.section, query, data)
+            else:
+                detail = DetailQuery.from_payload(envelope.payload)
+                data = self.snapshots.cached_detail(spec, session.principal, detail.resource_id)
+                if data is None:
+                    return LATER
+                session.remember_detail(detail.resource_id)
+                reply = detail_message(spec, session.section, detail.resource_id, data)
+        except CommandError as error:
+            self.metrics.command(spec.name, kind, "error")
+            return error_message(spec.name, session.section, kind, error.reason)
+        self.metrics.command(spec.name, kind, "ok")
+        return reply
 
     async def handle(self, session: Session, envelope: Envelope) -> Message | None:
         """The reply to one command, or None when the command has none."""

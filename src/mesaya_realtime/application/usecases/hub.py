@@ -83,8 +83,15 @@ class Hub:
         rule = spec.delivery
         if rule.visibility is Visibility.PUBLIC:
             return self._by_entity.get(entity, {}).values()
-        chosen: dict[int, Session] = dict(self._wildcard.get(entity, {}))
         private = rule.visibility is Visibility.PRIVATE
+        wildcard = self._wildcard.get(entity)
+        if not private:
+            values = tuple(scope_values)
+            if len(values) == 1 and not wildcard:
+                # The common case (one section, no ADMIN watching all): the index itself.
+                return self._by_section.get((entity, values[0]), {}).values()
+            scope_values = values
+        chosen: dict[int, Session] = dict(wildcard or {})
         for value in scope_values:
             for session in self._by_section.get((entity, value), {}).values():
                 if not private or session.principal.audience != "user":

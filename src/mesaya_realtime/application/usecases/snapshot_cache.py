@@ -153,6 +153,13 @@ class SnapshotCache:
         self._entries.move_to_end(key)
         return entry.value
 
+    def lookup(self, key: CacheKey) -> Any | None:
+        """Like :meth:`peek`, counted as a hit when found (for answers given without waiting)."""
+        value = self.peek(key)
+        if value is not None:
+            self._metrics.cache("hit")
+        return value
+
     async def get_or_fetch(self, key: CacheKey, fetch: Fetch) -> Any:
         """The cached value for ``key``, else the result of one shared call to ``fetch``.
 

@@ -65,6 +65,19 @@ class SnapshotService:
         key, request = self.list_key(spec, principal, section, query)
         return await self.cache.get_or_fetch(key, lambda: self.fetcher.fetch(request, principal.token))
 
+    def cached_list(
+        self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery
+    ) -> Any | None:
+        """The list from the cache without waiting, or None when it must be fetched."""
+        key, _ = self.list_key(spec, principal, section, query)
+        return self.cache.lookup(key)
+
+    def cached_detail(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Any | None:
+        if not resource_id.strip():
+            return None
+        key, _ = self.detail_key(spec, principal, resource_id)
+        return self.cache.lookup(key)
+
     async def get_detail(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Any:
         if not resource_id.strip():
             raise SnapshotNotFound()
