@@ -451,6 +451,9 @@ class Catalogue:
             sharing = [e.name for e in entities if topic in e.kafka_topics]
             siblings.update((a, b) for a in sharing for b in sharing if a != b)
         self._siblings = frozenset(siblings)
+        # (topic, subtype, id(mapping)) -> (mapping, entity); the mapping is kept so its id
+        # cannot be reused by another object while the entry lives.
+        self._event_memo: dict[tuple[str, str, int], tuple[Mapping[str, str] | None, EntitySpec | None]] = {}
         #: Kafka topic -> the entity of its records that carry no ``entity_subtype``.
         self.topic_entities: Mapping[str, str] = MappingProxyType(primary)
         self._subtypes = subtypes
@@ -485,6 +488,19 @@ class Catalogue:
             >>> CATALOGUE.entity_for_event("mesa-ya.menus.events", "dish").name
             'dishes'
         """
+        memo_key = (topic, subtype, id(topic_entities))
+        memo = self._event_memo.get(memo_key)
+        if memo is not None and memo[0] is topic_entities:
+            return memo[1]
+        found = self._entity_for_event(topic, subtype, topic_entities)
+        if len(self._event_memo) >= 4096:  # garbage subtypes must not grow it without bound
+            self._event_memo.clear()
+        self._event_memo[memo_key] = (topic_entities, found)
+        return found
+
+    def _entity_for_event(
+        self, topic: str, subtype: str, topic_entities: Mapping[str, str] | None
+    ) -> EntitySpec | None:
         mapping = topic_entities if topic_entities is not None else self.topic_entities
         primary = mapping.get(topic) or self.topic_entities.get(topic)
         primary = self.normalize(primary) if primary else ""

@@ -39,8 +39,10 @@ class EventDecodeError(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DomainEvent:
+    """A decoded event (not frozen: built once per record on the hot path, never changed)."""
+
     entity: EntitySpec
     action: str
     resource_id: str

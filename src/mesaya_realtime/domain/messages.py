@@ -55,7 +55,9 @@ def parse_timestamp(value: object) -> str | None:
     """
     if not isinstance(value, str) or not value or len(value) > 64:
         return None
-    if value[-1] == "Z" and _UTC_Z.fullmatch(value):
+    if value[-1] == "Z" and (
+        (len(value) == 24 and value[10] == "T" and value[19] == ".") or _UTC_Z.fullmatch(value)
+    ):
         # The backend's own form (JavaScript's toISOString): already UTC, only validate.
         try:
             datetime.fromisoformat(value[:-1])

@@ -52,6 +52,9 @@ EventHandler = Callable[[DomainEvent, EventContext], None]
 def deliver(event: DomainEvent, context: EventContext) -> None:
     """Push ``<entity>.<event_type>`` to the sockets entitled to it (catalogue rule)."""
     spec = event.entity
+    recipients = context.hub.recipients(spec, event.scope, event.users)
+    if not recipients:
+        return  # no socket entitled on this node: build nothing
     message = Message(
         topic=event.topic,
         entity=spec.name,
@@ -61,7 +64,7 @@ def deliver(event: DomainEvent, context: EventContext) -> None:
         metadata=event.metadata or None,
         timestamp=event.timestamp,
     )
-    context.hub.publish(message, context.hub.recipients(spec, event.scope, event.users))
+    context.hub.publish(message, recipients)
 
 
 def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:

@@ -6,7 +6,7 @@ lookup (is the topic subscribed?) and a non-blocking write of the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from mesaya_realtime.application.ports.connections import Framer
@@ -77,7 +77,7 @@ class Hub:
 
     def recipients(
         self, spec: EntitySpec, scope_values: Iterable[str], user_ids: Iterable[str]
-    ) -> Iterable[Session]:
+    ) -> Collection[Session]:
         """The sessions of ``spec`` entitled to an event with these scope and user values."""
         entity = spec.name
         rule = spec.delivery
