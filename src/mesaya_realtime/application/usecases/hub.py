@@ -37,10 +37,11 @@ class Hub:
 
     def _indexes(self, session: Session) -> list[tuple[dict[Any, _Index], Any]]:
         entity = session.entity.name
-        places: list[tuple[dict[Any, _Index], Any]] = [
-            (self._by_entity, entity),
-            (self._by_user, (entity, session.principal.user_id)),
-        ]
+        places: list[tuple[dict[Any, _Index], Any]] = [(self._by_entity, entity)]
+        if session.entity.delivery.visibility is Visibility.PRIVATE:
+            # Only private entities deliver by user; elsewhere the index would cost memory
+            # (a dict per user) for nothing.
+            places.append((self._by_user, (entity, session.principal.user_id)))
         if session.is_wildcard:
             places.append((self._wildcard, entity))
         else:
