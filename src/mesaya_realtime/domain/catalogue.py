@@ -137,6 +137,23 @@ def _aliases(mapping: dict[str, str]) -> Mapping[str, str]:
 
 
 _RESTAURANT_ALIAS = {"restaurantid": "restaurantId"}
+_PAYMENT_FILTERS = {
+    "status": "status",
+    "type": "type",
+    "reservationid": "reservationId",
+    **_RESTAURANT_ALIAS,
+    "startdate": "startDate",
+    "enddate": "endDate",
+    "minamount": "minAmount",
+    "maxamount": "maxAmount",
+}
+_BY_RESTAURANT = ("data.restaurantId", "metadata.restaurant_id")
+#: Events of a restaurant: its staff's sockets on that restaurant (and ADMIN ``*``).
+_SCOPED_BY_RESTAURANT = DeliveryRule(Visibility.SCOPED, scope_paths=_BY_RESTAURANT)
+#: Private events: staff of the restaurant, and the USER they belong to.
+_PRIVATE_BY_RESTAURANT = DeliveryRule(
+    Visibility.PRIVATE, scope_paths=_BY_RESTAURANT, user_paths=("data.userId", "metadata.user_id")
+)
 _API = "/api/v1"
 
 
@@ -203,11 +220,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
             shared=False,
         ),
         kafka_topics=("mesa-ya.reservations.events",),
-        delivery=DeliveryRule(
-            Visibility.PRIVATE,
-            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
-            user_paths=("data.userId", "metadata.user_id"),
-        ),
+        delivery=_PRIVATE_BY_RESTAURANT,
     ),
     EntitySpec(
         name="reviews",
@@ -218,7 +231,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         detail_id_key="reviewId",
         rest=_rest("reviews", dict(_RESTAURANT_ALIAS)),
         kafka_topics=("mesa-ya.reviews.events",),
-        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+        delivery=_SCOPED_BY_RESTAURANT,
     ),
     EntitySpec(
         name="sections",
@@ -255,7 +268,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         rest=_rest("menus", dict(_RESTAURANT_ALIAS)),
         kafka_topics=("mesa-ya.menus.events",),
         kafka_subtypes=("menu",),
-        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+        delivery=_SCOPED_BY_RESTAURANT,
     ),
     EntitySpec(
         name="dishes",
@@ -267,7 +280,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         rest=_rest("dishes", dict(_RESTAURANT_ALIAS)),
         kafka_topics=("mesa-ya.menus.events",),
         kafka_subtypes=("dish",),
-        delivery=DeliveryRule(Visibility.SCOPED, scope_paths=("data.restaurantId", "metadata.restaurant_id")),
+        delivery=_SCOPED_BY_RESTAURANT,
     ),
     EntitySpec(
         name="images",
@@ -307,39 +320,17 @@ ENTITIES: tuple[EntitySpec, ...] = (
         detail_id_key="paymentId",
         rest=_rest(
             "payments",
-            {
-                "status": "status",
-                "type": "type",
-                "reservationid": "reservationId",
-                **_RESTAURANT_ALIAS,
-                "startdate": "startDate",
-                "enddate": "endDate",
-                "minamount": "minAmount",
-                "maxamount": "maxAmount",
-            },
+            dict(_PAYMENT_FILTERS),
             shared=False,
         ),
         owner_rest=_rest(
             "payments",
-            {
-                "status": "status",
-                "type": "type",
-                "reservationid": "reservationId",
-                **_RESTAURANT_ALIAS,
-                "startdate": "startDate",
-                "enddate": "endDate",
-                "minamount": "minAmount",
-                "maxamount": "maxAmount",
-            },
+            dict(_PAYMENT_FILTERS),
             section_query_key="restaurantId",
             shared=False,
         ),
         kafka_topics=("mesa-ya.payments.events",),
-        delivery=DeliveryRule(
-            Visibility.PRIVATE,
-            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
-            user_paths=("data.userId", "metadata.user_id"),
-        ),
+        delivery=_PRIVATE_BY_RESTAURANT,
     ),
     EntitySpec(
         name="subscriptions",
@@ -352,11 +343,7 @@ ENTITIES: tuple[EntitySpec, ...] = (
         owner_rest=_rest("subscriptions", section_query_key="restaurantId", shared=False),
         kafka_topics=("mesa-ya.subscriptions.events",),
         kafka_subtypes=("subscription",),
-        delivery=DeliveryRule(
-            Visibility.PRIVATE,
-            scope_paths=("data.restaurantId", "metadata.restaurant_id"),
-            user_paths=("data.userId", "metadata.user_id"),
-        ),
+        delivery=_PRIVATE_BY_RESTAURANT,
     ),
     EntitySpec(
         name="subscription-plans",
