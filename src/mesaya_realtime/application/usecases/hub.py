@@ -73,9 +73,6 @@ class Hub:
     def sessions(self, entity: str) -> Iterable[Session]:
         return tuple(self._by_entity.get(entity, {}).values())
 
-    def section_sessions(self, entity: str, section: str) -> Iterable[Session]:
-        return tuple(self._by_section.get((entity, section), {}).values())
-
     def recipients(
         self, spec: EntitySpec, scope_values: Iterable[str], user_ids: Iterable[str]
     ) -> Collection[Session]:
