@@ -224,3 +224,48 @@ async def test_a_wildcard_admin_cannot_renew_into_a_non_admin_token(gateway: Gat
             reply = await receive_json(ws)
             assert reply["topic"] == "tables.error"
             assert reply["data"] == {"error": "forbidden"}
+
+
+async def test_renewing_a_token_without_exp_into_one_with_exp_closes_at_the_new_exp(
+    gateway: GatewayProcess,
+) -> None:
+    token = make_token("forever-then-not", exp_in=None)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{gateway.ws_url}/ws/tables/main-hall/{token}") as ws:
+            await receive_json(ws)
+            fresh = make_token("forever-then-not", exp_in=2)
+            await ws.send_json({"action": "authenticate", "payload": {"token": fresh}})
+            assert (await receive_json(ws))["topic"] == "system.authenticated"
+            closing = await ws.receive(timeout=10)
+            assert (closing.type, closing.data, closing.extra) == (
+                aiohttp.WSMsgType.CLOSE,
+                1008,
+                "token expired",
+            )
+
+
+async def test_many_sockets_expire_independently(gateway: GatewayProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        short = [
+            await http.ws_connect(f"{gateway.ws_url}/ws/tables/main-hall/{make_token(f'x{i}', exp_in=2)}")
+            for i in range(5)
+        ]
+        long = await http.ws_connect(f"{gateway.ws_url}/ws/tables/main-hall/{make_token('y', exp_in=600)}")
+        for ws in [*short, long]:
+            await receive_json(ws)
+        for ws in short:
+            closing = await ws.receive(timeout=10)
+            assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1008)
+        await long.send_json({"action": "ping"})
+        assert (await receive_json(long))["topic"] == "system.pong"
+        await long.close()
+
+
+async def test_unknown_methods_and_paths_answer_json(gateway: GatewayProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(f"{gateway.url}/health")
+        assert (response.status, await response.json()) == (405, {"message": "Method Not Allowed"})
+        response = await http.delete(f"{gateway.url}/ws/tables/main-hall/token")
+        assert response.status == 405
+        response = await http.post(f"{gateway.url}/broadcast")
+        assert (response.status, await response.json()) == (404, {"message": "Not Found"})

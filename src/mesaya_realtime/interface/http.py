@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -24,7 +25,12 @@ from mesaya_realtime.application.usecases.sessions import (
 )
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.messages import Message, encode
-from mesaya_realtime.interface.websocket import SocketConnection, WriteScheduler, serve_session
+from mesaya_realtime.interface.websocket import (
+    ExpiryHeap,
+    SocketConnection,
+    WriteScheduler,
+    serve_session,
+)
 
 __all__ = ["GatewayServices", "create_app"]
 
@@ -140,6 +146,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
             services.commands,
             services.metrics,
             services.max_inflight_commands,
+            request.app[EXPIRIES],
         )
     finally:
         services.hub.remove(session)
@@ -167,28 +174,33 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=services.render_metrics(), content_type="text/plain", charset="utf-8")
 
 
-async def not_found_json(
-    request: web.Request, handler: Callable[..., Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as error:
-        if error.status >= 400 and error.content_type != "application/json":
-            return web.json_response({"message": error.reason}, status=error.status)
-        raise
+_GET_ONLY = re.compile(r"/(health|ready|metrics)|/ws/[^/]*/[^/]*(/[^/]+)?")
+
+
+async def fallback(request: web.Request) -> web.Response:
+    """Unmatched requests, answered in JSON as the rest (Echo's ``{"message": ...}``).
+
+    A route instead of a middleware: a middleware would wrap every WebSocket handler in one
+    more coroutine for the socket's whole life (memory per idle socket).
+    """
+    if _GET_ONLY.fullmatch(request.path):
+        return web.json_response({"message": "Method Not Allowed"}, status=405, headers={"Allow": "GET"})
+    return web.json_response({"message": "Not Found"}, status=404)
 
 
 SERVICES = web.AppKey("services", GatewayServices)
 SCHEDULER = web.AppKey("scheduler", WriteScheduler)
+EXPIRIES = web.AppKey("expiries", ExpiryHeap)
 
 
 def create_app(services: GatewayServices) -> web.Application:
     """The aiohttp application for the gateway's routes."""
-    app = web.Application(middlewares=[web.middleware(not_found_json)])
+    app = web.Application()
     app[SERVICES] = services
 
     async def start_scheduler(app: web.Application) -> None:
         app[SCHEDULER] = WriteScheduler(asyncio.get_running_loop())
+        app[EXPIRIES] = ExpiryHeap(asyncio.get_running_loop())
 
     async def close_sockets(app: web.Application) -> None:
         # Going away (1001): clients reconnect, through the load balancer, to another node.
@@ -204,4 +216,5 @@ def create_app(services: GatewayServices) -> web.Application:
     # `/ws/tables//t` is 400 "missing section" (reference §2.2), not a 404.
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}", entity_socket)
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}/{token}", entity_socket)
+    app.router.add_route("*", "/{tail:.*}", fallback)  # last: only what nothing else matched
     return app

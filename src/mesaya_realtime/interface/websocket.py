@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import time
 
@@ -23,7 +24,7 @@ from mesaya_realtime.domain.errors import InvalidPayload
 from mesaya_realtime.domain.messages import Message, encode
 from mesaya_realtime.interface.frames import text_frame
 
-__all__ = ["SocketConnection", "WriteScheduler", "serve_session"]
+__all__ = ["ExpiryHeap", "SocketConnection", "WriteScheduler", "serve_session"]
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ async def serve_session(
     commands: CommandService,
     metrics: Metrics,
     max_inflight: int,
+    expiries: ExpiryHeap,
 ) -> None:
     """Run one socket: read commands, answer them in order, enforce token expiry.
 
@@ -151,7 +153,7 @@ async def serve_session(
     """
     inflight: list[asyncio.Task[None]] = []
     previous: asyncio.Task[None] | None = None
-    expiry = _schedule_expiry(session, connection)
+    expiries.watch(session, connection)
     try:
         async for frame in ws:
             if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -171,11 +173,11 @@ async def serve_session(
                 inflight = [task for task in inflight if not task.done()]
                 if len(inflight) >= max_inflight:
                     await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            previous = asyncio.ensure_future(_answer(parsed, previous, session, commands))
+            previous = asyncio.ensure_future(_answer(parsed, previous, session, commands, expiries))
             inflight.append(previous)
     finally:
-        if expiry is not None:
-            expiry.cancel()
+        if session.principal.expires_at is not None:
+            expiries.forget()
         for task in inflight:
             task.cancel()
         connection.closed = True
@@ -195,6 +197,7 @@ async def _answer(
     previous: asyncio.Task[None] | None,
     session: Session,
     commands: CommandService,
+    expiries: ExpiryHeap,
 ) -> None:
     """Run one command, wait for the reply before it, then send this reply."""
     reply: Message | None
@@ -209,41 +212,70 @@ async def _answer(
     if previous is not None and not previous.done():
         await asyncio.wait((previous,))
     if reply is not None:
+        if reply.topic == "system.authenticated" and isinstance(session.connection, SocketConnection):
+            # A renewed token may expire where the old one did not: watch it (an entry already
+            # there re-checks the principal when it comes up, so a duplicate is harmless).
+            expiries.watch(session, session.connection)
         session.connection.send(encode(reply))
 
 
-class _ExpiryWatch:
-    """Closes the socket when its token expires; an ``authenticate`` moves the deadline."""
+class ExpiryHeap:
+    """Closes sockets whose token expired (1008): one heap and one timer per event loop.
 
-    __slots__ = ("connection", "handle", "session")
+    A timer per socket would cost ~200 bytes on every idle socket; here a socket costs one
+    heap entry. An ``authenticate`` that moved the deadline is seen when the old one comes
+    up: the entry is pushed again with the new time. Entries of closed sockets are dropped
+    when they come up, or all at once when they are the majority.
+    """
 
-    def __init__(self, session: Session, connection: SocketConnection) -> None:
-        self.session = session
-        self.connection = connection
-        self.handle: asyncio.TimerHandle | None = None
-        self.arm()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, Session, SocketConnection]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._closed = 0
 
-    def arm(self) -> None:
-        expires_at = self.session.principal.expires_at
-        if expires_at is None:
-            self.handle = None
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def watch(self, session: Session, connection: SocketConnection) -> None:
+        expires_at = session.principal.expires_at
+        if expires_at is not None:
+            heapq.heappush(self._heap, (expires_at, session.id, session, connection))
+            self._arm()
+
+    def forget(self) -> None:
+        """A watched socket closed; compact once closed entries are the majority."""
+        self._closed += 1
+        if self._closed > 64 and self._closed * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[3].closed]
+            heapq.heapify(self._heap)
+            self._closed = 0
+
+    def _arm(self) -> None:
+        if not self._heap:
             return
-        delay = max(0.0, expires_at - time.time())
-        self.handle = asyncio.get_running_loop().call_later(delay, self.fire)
+        first = self._heap[0][0]
+        if first < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = first
+            self._timer = self._loop.call_later(max(0.0, first - time.time()), self._fire)
 
-    def fire(self) -> None:
-        expires_at = self.session.principal.expires_at
-        if expires_at is None or expires_at > time.time():
-            self.arm()  # renewed in the meantime (a token without exp never expires)
-            return
-        self.connection.close(TOKEN_EXPIRED_CLOSE, "token expired")
-
-    def cancel(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-
-
-def _schedule_expiry(session: Session, connection: SocketConnection) -> _ExpiryWatch | None:
-    if session.principal.expires_at is None:
-        return None
-    return _ExpiryWatch(session, connection)
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        now = time.time()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, ident, session, connection = heapq.heappop(heap)
+            if connection.closed:
+                self._closed = max(0, self._closed - 1)
+                continue
+            expires_at = session.principal.expires_at
+            if expires_at is None:
+                continue  # renewed with a token that never expires
+            if expires_at > now:
+                heapq.heappush(heap, (expires_at, ident, session, connection))
+                continue
+            connection.close(TOKEN_EXPIRED_CLOSE, "token expired")
+        self._arm()
