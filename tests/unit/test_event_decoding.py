@@ -153,9 +153,43 @@ def test_legacy_fields_are_read_when_the_new_ones_are_absent() -> None:
     assert (event.topic, event.action, event.resource_id) == ("tables.updated", "updated", "t-9")
 
 
-def test_legacy_entity_field_overrides_the_topic() -> None:
-    event = decode(TABLES, {"event_type": "created", "entity": "restaurant", "entity_id": "r-1"})
-    assert event.entity.name == "restaurants"
+@pytest.mark.parametrize(
+    ("topic", "legacy"),
+    [
+        (TABLES, "restaurant"),
+        ("mesa-ya.payments.events", "restaurants"),
+        ("mesa-ya.reservations.events", "restaurant"),
+        ("mesa-ya.auth.events", "objects"),
+        ("mesa-ya.subscriptions.events", "payments"),
+        (MENUS, "reservations"),
+    ],
+)
+def test_a_legacy_entity_of_another_aggregate_is_skipped(topic: str, legacy: str) -> None:
+    with pytest.raises(EventDecodeError) as raised:
+        decode(topic, {"event_type": "created", "entity": legacy, "entity_id": "r-1", "data": {}})
+    assert raised.value.reason == "foreign entity"
+
+
+@pytest.mark.parametrize(
+    ("topic", "legacy", "entity"),
+    [
+        (MENUS, "dish", "dishes"),
+        (MENUS, "Menus", "menus"),
+        ("mesa-ya.subscriptions.events", "subscription_plan", "subscription-plans"),
+        ("mesa-ya.reservations.events", "reservation", "reservations"),
+        ("mesa-ya.auth.events", "users", "users"),
+        # a name the catalogue does not know leaves the topic's entity
+        (TABLES, "mesa", "tables"),
+    ],
+)
+def test_a_legacy_entity_picks_only_within_the_topic(topic: str, legacy: str, entity: str) -> None:
+    event = decode(topic, {"event_type": "created", "entity": legacy, "entity_id": "x"})
+    assert event.entity.name == entity
+
+
+def test_a_subtype_wins_over_a_legacy_entity() -> None:
+    payload = {"event_type": "created", "entity_subtype": "dish", "entity": "restaurants", "entity_id": "d"}
+    assert decode(MENUS, payload).entity.name == "dishes"
 
 
 def test_event_type_is_trimmed_and_lower_cased() -> None:

@@ -63,11 +63,16 @@ class DeliveryRule:
     ``metadata.restaurant_id``) whose values are compared with a socket's section.
     ``user_paths`` name the user an event belongs to (for :attr:`Visibility.PRIVATE`).
     ADMIN sockets on the wildcard section receive every event of the entity.
+    ``owner_must_own_section`` marks entities whose events carry a restaurant's private data.
     """
 
     visibility: Visibility
     scope_paths: tuple[str, ...] = ()
     user_paths: tuple[str, ...] = ()
+    #: The tenant boundary: the section of an OWNER's socket (without ADMIN) is a restaurant
+    #: id, and the owner must own it (checked at the handshake, on renewals and again when
+    #: the cached answer expires; docs/ARCHITECTURE.md "Who may see what").
+    owner_must_own_section: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +155,12 @@ _PAYMENT_FILTERS = {
 _BY_RESTAURANT = ("data.restaurantId", "metadata.restaurant_id")
 #: Events of a restaurant: its staff's sockets on that restaurant (and ADMIN ``*``).
 _SCOPED_BY_RESTAURANT = DeliveryRule(Visibility.SCOPED, scope_paths=_BY_RESTAURANT)
-#: Private events: staff of the restaurant, and the USER they belong to.
+#: Private events: the owners of the restaurant (checked), ADMIN, and the USER they belong to.
 _PRIVATE_BY_RESTAURANT = DeliveryRule(
-    Visibility.PRIVATE, scope_paths=_BY_RESTAURANT, user_paths=("data.userId", "metadata.user_id")
+    Visibility.PRIVATE,
+    scope_paths=_BY_RESTAURANT,
+    user_paths=("data.userId", "metadata.user_id"),
+    owner_must_own_section=True,
 )
 _API = "/api/v1"
 

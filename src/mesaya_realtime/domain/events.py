@@ -131,11 +131,10 @@ def _decode(
     action = action.lower()
     subtype = _text(payload, "entity_subtype", _MAX_ACTION)
     spec = catalogue.entity_for_event(topic, subtype, topic_entities)
-    legacy_entity = payload.get("entity")
-    if isinstance(legacy_entity, str) and legacy_entity.strip():
-        spec = catalogue.resolve(legacy_entity) or spec
     if spec is None:
         raise EventDecodeError("unknown subtype" if subtype else "unknown entity")
+    if not subtype:
+        spec = _legacy_entity(topic, payload, spec, catalogue, topic_entities)
     resource_id = _text(payload, "entity_id", _MAX_ID, numbers=True) or _text(
         payload, "resourceId", _MAX_ID, numbers=True
     )
@@ -155,6 +154,32 @@ def _decode(
         scope=_values(data, metadata, rule.scope_paths) if rule.scope_paths else (),
         users=_values(data, metadata, rule.user_paths) if rule.user_paths else (),
     )
+
+
+def _legacy_entity(
+    topic: str,
+    payload: Mapping[str, Any],
+    spec: EntitySpec,
+    catalogue: Catalogue,
+    topic_entities: Mapping[str, str] | None,
+) -> EntitySpec:
+    """The entity a legacy ``entity`` field names, when no ``entity_subtype`` is given.
+
+    The topic decides the aggregate: the field may pick an entity that shares the topic
+    (``"entity":"dish"`` on the menus topic), never another aggregate's. A record naming a
+    foreign catalogue entity (``"entity":"restaurants"`` on the payments topic) is skipped as
+    ``foreign entity``; a name the catalogue does not know leaves the topic's entity.
+    """
+    legacy = payload.get("entity")
+    if not isinstance(legacy, str) or not legacy.strip():
+        return spec
+    named = catalogue.resolve(legacy)
+    if named is None or named is spec:
+        return spec
+    within = catalogue.entity_for_event(topic, named.name, topic_entities)
+    if within is None:
+        raise EventDecodeError("foreign entity")
+    return within
 
 
 _SPLIT_PATHS: dict[str, tuple[str, str]] = {}
