@@ -24,7 +24,7 @@ import jwt
 import orjson
 from aiohttp import web
 
-from mesaya_realtime.infrastructure.demo import create_demo_upstream, fixtures
+from mesaya_realtime.infrastructure.demo import OWNERS, create_demo_upstream, fixtures
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "test-secret-0123456789-abcdefghijklmnop"
@@ -121,6 +121,16 @@ class RecordingUpstream:
     def script(self, path: str, status: int = 200, body: Any = None, delay: float = 0.0) -> None:
         """Answer ``path`` (exact, without query) with this status/body after ``delay`` s."""
         self.scripts[path] = Scripted(status, body, delay)
+
+    def own(self, sub: str, *restaurants: str) -> None:
+        """Make ``sub`` the owner of these restaurants in ``GET /api/v1/restaurants/me``."""
+        owners: dict[str, list[str]] = self.server.app[OWNERS]
+        owned = owners.setdefault(sub, [])
+        owned += [r for r in restaurants if r not in owned]
+
+    def disown(self, sub: str, *restaurants: str) -> None:
+        owners: dict[str, list[str]] = self.server.app[OWNERS]
+        owners[sub] = [r for r in owners.get(sub, []) if r not in restaurants]
 
     def calls(self, path: str | None = None) -> list[dict[str, Any]]:
         return [r for r in list(self.requests) if path is None or r["path"] == path]

@@ -23,6 +23,7 @@ from mesaya_realtime.application.handlers.events import (
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
 from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
 from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
@@ -32,6 +33,7 @@ from mesaya_realtime.domain.catalogue import CATALOGUE, Catalogue
 from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
 from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
+from mesaya_realtime.infrastructure.ownership_client import RestOwnershipSource
 from mesaya_realtime.infrastructure.rest_client import RestSnapshotClient
 from mesaya_realtime.infrastructure.selection_log import (
     InProcessSelectionLog,
@@ -104,6 +106,7 @@ class Gateway:
     source_factory: EventSourceFactory | None
     source: EventSource | None = None
     selections: SelectionService | None = None
+    guard: OwnershipGuard | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
     port: int = 0
 
@@ -123,6 +126,8 @@ class Gateway:
         """Listen on ``HOST:PORT`` and start the event source (ready or not)."""
         if self.selections is not None:
             self.selections.start()
+        if self.guard is not None:
+            self.guard.start()
         self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(
@@ -141,6 +146,8 @@ class Gateway:
         if self.source is not None:
             await self.source.stop()
         await self.refresher.close()
+        if self.guard is not None:
+            await self.guard.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.selections is not None:
@@ -176,12 +183,19 @@ def build_gateway(
         metrics=metrics,
     )
     snapshots = SnapshotService(rest, cache)
+    guard = OwnershipGuard(
+        RestOwnershipSource(rest),
+        ttl=settings.ownership_cache_ttl,
+        max_entries=settings.ownership_cache_max_entries,
+        metrics=metrics,
+    )
     selections = build_selections(settings, hub, catalogue)
     commands = CommandService(
         snapshots,
         metrics,
         verifier=verifier,
         extra_actions={selections.spec.name: selections.actions()},
+        guard=guard,
     )
     refresher = SnapshotRefresher(
         hub,
@@ -220,7 +234,7 @@ def build_gateway(
         source_factory = kafka_factory
 
     services = GatewayServices(
-        connect=ConnectUseCase(catalogue, verifier, settings.ws_default_entity),
+        connect=ConnectUseCase(catalogue, verifier, settings.ws_default_entity, guard),
         commands=commands,
         hub=hub,
         metrics=metrics,
@@ -233,8 +247,8 @@ def build_gateway(
         max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
-        on_join=[selections.join],
-        on_leave=[selections.leave],
+        on_join=[guard.join, selections.join],
+        on_leave=[guard.leave, selections.leave],
     )
     app = create_app(services)
     gateway = Gateway(
@@ -251,6 +265,7 @@ def build_gateway(
         app=app,
         source_factory=source_factory,
         selections=selections,
+        guard=guard,
     )
     return gateway
 

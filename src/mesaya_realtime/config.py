@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     snapshot_refresh_quiet: float = 0.15
     snapshot_refresh_max_delay: float = 1.0
 
+    # The tenant boundary (docs/ARCHITECTURE.md "Who may see what"): how long an owner's
+    # restaurants (GET /api/v1/restaurants/me) are trusted before open sockets are re-checked.
+    ownership_cache_ttl: float = 60.0
+    ownership_cache_max_entries: int = Field(default=10_000, ge=1)
+
     ws_max_message_bytes: int = Field(default=65_536, ge=256)
     ws_send_buffer_bytes: int = Field(default=1_048_576, ge=4096)
     ws_heartbeat: float = 30.0
@@ -181,6 +186,7 @@ class Settings(BaseSettings):
         "snapshot_cache_ttl",
         "snapshot_refresh_quiet",
         "snapshot_refresh_max_delay",
+        "ownership_cache_ttl",
         "ws_heartbeat",
         mode="before",
     )

@@ -337,7 +337,7 @@ async def test_owner_reservations_add_the_section_and_drop_owner_id(
 async def test_other_owner_variants_send_the_section_as_restaurant_id(
     name: str, open_socket: Callable[..., Any], upstream: RecordingUpstream
 ) -> None:
-    client = await open_socket(name, "rest-1", ["OWNER"])
+    client = await open_socket(name, "rest-1", ["OWNER"], sub="owner-1")  # owner-1 owns rest-1 (fixtures)
     async with client.ws:
         sort_by = marker()
         reply = await client.ask({"action": "list", "payload": {"sortBy": sort_by}})
@@ -786,7 +786,7 @@ async def test_topics_of_another_entity_are_not_allowed(
 async def test_sockets_of_one_token_on_different_entities_and_one_section_coexist(
     http: aiohttp.ClientSession, gateway: GatewayProcess
 ) -> None:
-    token = make_token("same-user", ["OWNER"], sid="one-session")
+    token = make_token("owner-1", ["OWNER"], sid="one-session")  # owner-1 owns rest-1
     sockets = [
         await http.ws_connect(f"{gateway.ws_url}/ws/{entity}/rest-1/{token}")
         for entity in ("tables", "reservations", "tables", "payments")

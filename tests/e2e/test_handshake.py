@@ -339,8 +339,9 @@ async def test_url_aliases_reach_their_entity(
 
 @pytest.mark.parametrize("name", [spec.name for spec in CATALOGUE.entities])
 async def test_role_policy_of_every_entity(
-    gateway: GatewayProcess, http: aiohttp.ClientSession, name: str
+    gateway: GatewayProcess, http: aiohttp.ClientSession, upstream: RecordingUpstream, name: str
 ) -> None:
+    upstream.own(f"u-{OWNER}", "rest-1")  # the tenant check (tests/e2e/test_tenant_isolation.py)
     spec = CATALOGUE.by_name[name]
     assert spec.roles is not None
     for role in (ADMIN, OWNER, USER):
@@ -358,8 +359,9 @@ async def test_role_policy_of_every_entity(
 
 
 async def test_policy_outcomes_named_in_the_issue(
-    gateway: GatewayProcess, http: aiohttp.ClientSession
+    gateway: GatewayProcess, http: aiohttp.ClientSession, upstream: RecordingUpstream
 ) -> None:
+    upstream.own("u", "rest-1")
     base = gateway.ws_url
     assert not await connects(http, f"{base}/ws/payments/rest-1/{make_token('u', ['USER'])}")
     assert await connects(http, f"{base}/ws/payments/rest-1/{make_token('u', ['OWNER'])}")
@@ -391,7 +393,10 @@ def reference_topics(entity: str) -> list[str]:
     return base + [f"{entity}.{action}" for action in DEFAULT_ACTIONS]
 
 
-async def test_system_connected_field_by_field(gateway: GatewayProcess, http: aiohttp.ClientSession) -> None:
+async def test_system_connected_field_by_field(
+    gateway: GatewayProcess, http: aiohttp.ClientSession, upstream: RecordingUpstream
+) -> None:
+    upstream.own("user-42", "3f1c-section")
     token = make_token("user-42", ["OWNER", "User"], sid="session-9", jti="jti-1")
     before = datetime.now(UTC)
     ws, body = await connected(http, f"{gateway.ws_url}/ws/reservations/3f1c-section/{token}")
@@ -472,8 +477,9 @@ async def test_ping_answers_system_pong_exactly(gateway: GatewayProcess, http: a
 
 
 async def test_sockets_of_one_token_do_not_kick_each_other_out(
-    gateway: GatewayProcess, http: aiohttp.ClientSession
+    gateway: GatewayProcess, http: aiohttp.ClientSession, upstream: RecordingUpstream
 ) -> None:
+    upstream.own("sibling", "main-hall")
     token = make_token("sibling", ["OWNER"], sid="same-session")
     urls = [
         f"{gateway.ws_url}/ws/tables/main-hall/{token}",

@@ -283,7 +283,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         ),
         "topics": ("mesa-ya.reservations.events",),
         "subtypes": (),
-        "delivery": DeliveryRule(Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS),
+        "delivery": DeliveryRule(
+            Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS, owner_must_own_section=True
+        ),
     },
     "reviews": {
         "aliases": {"review", "reviews"},
@@ -386,7 +388,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "owner": _rest("payments", PAYMENT_ALIASES, "restaurantId", shared=False),
         "topics": ("mesa-ya.payments.events",),
         "subtypes": (),
-        "delivery": DeliveryRule(Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS),
+        "delivery": DeliveryRule(
+            Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS, owner_must_own_section=True
+        ),
     },
     "subscriptions": {
         "aliases": {"subscription", "subscriptions"},
@@ -398,7 +402,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "owner": _rest("subscriptions", None, "restaurantId", shared=False),
         "topics": ("mesa-ya.subscriptions.events",),
         "subtypes": ("subscription",),
-        "delivery": DeliveryRule(Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS),
+        "delivery": DeliveryRule(
+            Visibility.PRIVATE, SCOPE_BY_RESTAURANT, USER_PATHS, owner_must_own_section=True
+        ),
     },
     "subscription-plans": {
         "aliases": {
@@ -511,3 +517,11 @@ def test_every_role_outcome_of_the_policy(name: str) -> None:
 def expected_roles(name: str) -> frozenset[str]:
     roles: frozenset[str] = EXPECTED[name]["roles"]
     return roles
+
+
+def test_only_entities_with_a_restaurants_private_data_check_ownership() -> None:
+    checked = {spec.name for spec in CATALOGUE.entities if spec.delivery.owner_must_own_section}
+    assert checked == {"reservations", "payments", "subscriptions"}
+    for name in checked:
+        # their section is a restaurant id: the rule scopes by restaurant
+        assert CATALOGUE.by_name[name].delivery.scope_paths == SCOPE_BY_RESTAURANT

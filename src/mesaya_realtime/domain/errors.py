@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "AuthError",
     "CommandError",
     "GatewayError",
     "InvalidPayload",
+    "OwnershipUnavailable",
     "SnapshotDecodeError",
     "SnapshotError",
     "SnapshotForbidden",
@@ -77,3 +79,15 @@ class SnapshotRequestFailed(SnapshotError):
 class SnapshotDecodeError(SnapshotError):
     def __init__(self, cause: str) -> None:
         super().__init__(f"decode snapshot: {cause}")
+
+
+class AccessDenied(CommandError):
+    """The principal may not see this section (an OWNER who does not own the restaurant)."""
+
+    reason = "forbidden"
+
+
+class OwnershipUnavailable(CommandError):
+    """The REST API could not say which restaurants an owner owns; access fails closed."""
+
+    reason = "ownership check unavailable"

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import jwt
 import orjson
 from aiohttp import web
 
@@ -23,6 +24,7 @@ from mesaya_realtime.application.handlers.events import Record
 __all__ = [
     "DEMO_RESTAURANT",
     "DEMO_SECTIONS",
+    "OWNERS",
     "ROWS",
     "DemoEventSource",
     "create_demo_upstream",
@@ -34,6 +36,22 @@ DEMO_SECTIONS = ("main-hall", "terrace")
 _STAMP = "2026-01-10T12:00:00.000Z"
 #: The fixture rows an upstream app serves (mutable: the demo event source edits them).
 ROWS = web.AppKey("rows", dict)
+#: Extra restaurant ids each ``sub`` owns, beyond the restaurants whose ``ownerId`` it is.
+OWNERS = web.AppKey("owners", dict)
+
+
+def _subject(request: web.Request) -> str:
+    """The ``sub`` of the bearer token, read without verification: this is a fixture API,
+    standing in for the backend that verifies it."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        return ""
+    try:
+        claims = jwt.decode(header[7:].strip(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return ""
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else ""
 
 
 def fixtures() -> dict[str, list[dict[str, Any]]]:
@@ -198,11 +216,22 @@ def create_demo_upstream(data: dict[str, list[dict[str, Any]]] | None = None) ->
     async def detail(request: web.Request) -> web.Response:
         resource, ident = request.match_info["resource"], request.match_info["id"]
         if resource == "restaurants" and ident == "me":
-            return respond(_page(rows["restaurants"][:1], request.query))
+            return respond(_page(_owned(request), request.query))
         for row in rows.get(resource, []):
             if row.get("id") == ident:
                 return respond({"data": row})
         return respond({"message": "Not Found"}, 404)
+
+    def _owned(request: web.Request) -> list[dict[str, Any]]:
+        """The restaurants of the token's ``sub`` (``ownerId``, plus :data:`OWNERS`)."""
+        subject = _subject(request)
+        if not subject:
+            return []
+        owned = [row for row in rows["restaurants"] if row.get("ownerId") == subject]
+        known = {row["id"] for row in owned}
+        extra = app[OWNERS].get(subject, ())
+        owned += [{"id": ident, "ownerId": subject} for ident in extra if ident not in known]
+        return owned
 
     async def tables_of_section(request: web.Request) -> web.Response:
         section = request.match_info["section"]
@@ -210,6 +239,7 @@ def create_demo_upstream(data: dict[str, list[dict[str, Any]]] | None = None) ->
 
     app = web.Application()
     app[ROWS] = rows
+    app[OWNERS] = {}
     app.router.add_get("/api/v1/tables/section/{section}", tables_of_section)
     app.router.add_get("/api/v1/{resource}", list_rows)
     app.router.add_get("/api/v1/{resource}/{id}", detail)

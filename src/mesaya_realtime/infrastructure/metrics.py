@@ -41,6 +41,12 @@ class PrometheusMetrics:
         self.slow_consumers = Counter(
             "mesaya_slow_consumers_closed", "Sockets closed for not reading", registry=r
         )
+        self.ownership_checks = Counter(
+            "mesaya_ownership_checks",
+            "Tenant checks of OWNER sockets (allowed, denied, unavailable, revoked, recheck_unavailable)",
+            ["outcome"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "mesaya_consumer_lag", "Kafka records behind the end", ["topic", "partition"], registry=r
         )
@@ -78,6 +84,9 @@ class PrometheusMetrics:
 
     def slow_consumer_closed(self) -> None:
         self.slow_consumers.inc()
+
+    def ownership(self, outcome: str) -> None:
+        self._child(self.ownership_checks, outcome).inc()
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)

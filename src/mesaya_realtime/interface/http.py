@@ -113,6 +113,12 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         return _reject(services, 400, "Bad Request")
+    section = request.match_info["section"].strip()
+    if services.connect.needs_admission(spec, principal, section):
+        try:
+            await services.connect.admit(spec, principal, section)
+        except HandshakeRejected as rejected:
+            return _reject(services, rejected.status, rejected.message)
     await ws.prepare(request)
     transport = request.transport
     if transport is None:
@@ -130,7 +136,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         connection=connection,
         principal=principal,
         entity=spec,
-        section=request.match_info["section"].strip(),
+        section=section,
         topics=topic_set,
     )
     services.hub.add(session)

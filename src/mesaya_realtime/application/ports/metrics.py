@@ -19,6 +19,7 @@ class Metrics(Protocol):
     def cache(self, outcome: str) -> None: ...
     def upstream_call(self, outcome: str, seconds: float) -> None: ...
     def slow_consumer_closed(self) -> None: ...
+    def ownership(self, outcome: str) -> None: ...
 
 
 class NullMetrics:
@@ -55,4 +56,7 @@ class NullMetrics:
         pass
 
     def slow_consumer_closed(self) -> None:
+        pass
+
+    def ownership(self, outcome: str) -> None:
         pass

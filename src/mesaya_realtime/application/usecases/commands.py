@@ -11,6 +11,7 @@ from typing import Any
 
 from mesaya_realtime.application.ports.auth import TokenVerifier
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import (
     Session,
     authenticated_message,
@@ -76,9 +77,13 @@ class CommandService:
         metrics: Metrics | None = None,
         extra_actions: Mapping[str, Mapping[str, ActionHandler]] | None = None,
         verifier: TokenVerifier | None = None,
+        guard: OwnershipGuard | None = None,
     ) -> None:
         self.snapshots = snapshots
         self.verifier = verifier
+        #: Renewals pass the same tenant check as the handshake (a USER upgraded to OWNER
+        #: must own the section before the socket receives the restaurant's private events).
+        self.guard = guard
         self.metrics = metrics or NullMetrics()
         self.extra_actions = extra_actions or {}
 
@@ -142,7 +147,7 @@ class CommandService:
             if kind in ("subscribe", "unsubscribe"):
                 return self._subscription(session, kind, envelope.topic)
             if kind == "authenticate":
-                renewed = self._authenticate(session, envelope.payload)
+                renewed = await self._authenticate(session, envelope.payload)
                 self.metrics.command(spec.name, kind, "ok")
                 return renewed
             if kind == "list":
@@ -166,8 +171,9 @@ class CommandService:
         self.metrics.command(spec.name, kind, "ok")
         return reply
 
-    def _authenticate(self, session: Session, payload: object) -> Message:
-        """Swap the socket's token for a fresher one of the same user (same entity rules)."""
+    async def _authenticate(self, session: Session, payload: object) -> Message:
+        """Swap the socket's token for a fresher one of the same user (same entity and
+        tenant rules as the handshake)."""
         assert self.verifier is not None
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token.strip() or len(token) > 16_384:
@@ -182,7 +188,11 @@ class CommandService:
             session.is_wildcard and not principal.is_admin
         ):
             raise CommandError("forbidden")
+        if self.guard is not None:
+            await self.guard.admit(session.entity, principal, session.section)
         session.principal = principal
+        if self.guard is not None:
+            self.guard.join(session)
         return authenticated_message(session)
 
     def _subscription(self, session: Session, kind: str, topic: str) -> Message | None:
