@@ -70,13 +70,18 @@ def ev(topic: str, shape: tuple[dict[str, Any], dict[str, Any]], *receivers: str
 
 
 async def test_each_socket_gets_exactly_the_events_it_is_entitled_to(
-    events_gateway: GatewayProcess, kafka_brokers: str, http: aiohttp.ClientSession
+    events_gateway: GatewayProcess,
+    kafka_brokers: str,
+    http: aiohttp.ClientSession,
+    upstream: RecordingUpstream,
 ) -> None:
     p = unique("d")
     r1, r2, r3 = f"{p}-r1", f"{p}-r2", f"{p}-r3"
     s1, s2 = f"{p}-s1", f"{p}-s2"
     u1, u2, u3, u9 = f"{p}-u1", f"{p}-u2", f"{p}-u3", f"{p}-u9"
     o1, o2, admin = f"{p}-o1", f"{p}-o2", f"{p}-admin"
+    upstream.own(o1, r1)  # the tenant check (tests/e2e/test_tenant_isolation.py)
+    upstream.own(o2, r2)
 
     sockets = {
         # restaurants: public

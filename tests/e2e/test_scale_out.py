@@ -48,6 +48,7 @@ async def test_two_gateways_on_one_broker_each_deliver_to_their_entitled_clients
 
     p = unique("x")
     section, r1, u1, u2, o1 = f"{p}-s", f"{p}-r1", f"{p}-u1", f"{p}-u2", f"{p}-o1"
+    upstream.own(o1, r1)
 
     async def client(node: GatewayProcess, entity: str, where: str, user: str, role: str) -> EventClient:
         name = f"{entity}/{where}/{user}@{node.port}"

@@ -162,6 +162,7 @@ def test_legacy_fields_are_read_when_the_new_ones_are_absent() -> None:
         ("mesa-ya.auth.events", "objects"),
         ("mesa-ya.subscriptions.events", "payments"),
         (MENUS, "reservations"),
+        ("mesa-ya.restaurants.events", "section"),  # the sections entity's singular
     ],
 )
 def test_a_legacy_entity_of_another_aggregate_is_skipped(topic: str, legacy: str) -> None:

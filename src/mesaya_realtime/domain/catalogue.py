@@ -434,6 +434,7 @@ class Catalogue:
                     raise ValueError(f"alias {alias!r} names two entities")
                 alias_map[alias] = entity.name
         self.alias_map: Mapping[str, str] = MappingProxyType(alias_map)
+        self._singulars = {e.singular: e.name for e in entities}
         primary: dict[str, str] = {}
         subtypes: dict[tuple[str, str], str] = {}
         for entity in entities:
@@ -470,6 +471,17 @@ class Catalogue:
     def resolve(self, raw: str) -> EntitySpec | None:
         """The entry an alias names, or None."""
         return self.by_name.get(self.normalize(raw))
+
+    def named(self, raw: str) -> EntitySpec | None:
+        """The entry a name in a record means: an alias, or an entity's singular
+        (``section`` here is the sections entity, not the default-entity alias of URLs)::
+
+            >>> CATALOGUE.named("Section").name
+            'sections'
+        """
+        value = raw.strip().lower()
+        found = self.alias_map.get(value) or self._singulars.get(value)
+        return self.by_name.get(found) if found else None
 
     def entity_for_event(
         self, topic: str, subtype: str, topic_entities: Mapping[str, str] | None = None

@@ -173,7 +173,7 @@ def _legacy_entity(
     legacy = payload.get("entity")
     if not isinstance(legacy, str) or not legacy.strip():
         return spec
-    named = catalogue.resolve(legacy)
+    named = catalogue.named(legacy)
     if named is None or named is spec:
         return spec
     within = catalogue.entity_for_event(topic, named.name, topic_entities)
