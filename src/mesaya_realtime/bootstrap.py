@@ -42,6 +42,7 @@ from mesaya_realtime.infrastructure.selection_log import (
 )
 from mesaya_realtime.interface.frames import text_frame
 from mesaya_realtime.interface.http import GatewayServices, create_app
+from mesaya_realtime.interface.server_log import install_parser_error_filter
 
 __all__ = ["EventSource", "Gateway", "build_gateway", "build_verifier"]
 
@@ -108,6 +109,7 @@ class Gateway:
     selections: SelectionService | None = None
     guard: OwnershipGuard | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
+    _skip_flush: asyncio.Task[None] | None = field(default=None, repr=False)
     port: int = 0
 
     def readiness(self) -> dict[str, object]:
@@ -128,7 +130,15 @@ class Gateway:
             self.selections.start()
         if self.guard is not None:
             self.guard.start()
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        install_parser_error_filter(self.metrics.http_parser_error)
+        # keepalive_timeout bounds, from the connection's start, how long a request's headers may
+        # take (a slow upgrade is closed); an upgraded socket switches keep-alive off.
+        self._runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=self.settings.ws_handshake_timeout,
+        )
         await self._runner.setup()
         site = web.TCPSite(
             self._runner, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
@@ -140,11 +150,21 @@ class Gateway:
         if self.source_factory is not None:
             self.source = self.source_factory(self.ingest.process)
             self.source.start()
+            self._skip_flush = asyncio.ensure_future(self._flush_skips())
         log.info("gateway listening", extra={"host": self.settings.host, "port": self.port})
 
+    async def _flush_skips(self) -> None:
+        """Skipped-record summaries are written even when no record follows the burst."""
+        while True:
+            await asyncio.sleep(self.ingest.skip_log.interval)
+            self.ingest.skip_log.flush()
+
     async def stop(self) -> None:
+        if self._skip_flush is not None:
+            self._skip_flush.cancel()
         if self.source is not None:
             await self.source.stop()
+        self.ingest.skip_log.flush(force=True)
         await self.refresher.close()
         if self.guard is not None:
             await self.guard.stop()
@@ -196,6 +216,7 @@ def build_gateway(
         verifier=verifier,
         extra_actions={selections.spec.name: selections.actions()},
         guard=guard,
+        max_topics=settings.ws_max_topics_per_socket,
     )
     refresher = SnapshotRefresher(
         hub,

@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     ws_heartbeat: float = 30.0
     ws_max_inflight_commands: int = Field(default=32, ge=1)
     ws_max_connections: int = Field(default=0, ge=0)
+    ws_max_topics_per_socket: int = Field(default=64, ge=1)
+    ws_handshake_timeout: float = 10.0
     ws_allowed_origins: str = ""
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -188,6 +190,7 @@ class Settings(BaseSettings):
         "snapshot_refresh_max_delay",
         "ownership_cache_ttl",
         "ws_heartbeat",
+        "ws_handshake_timeout",
         mode="before",
     )
     @classmethod

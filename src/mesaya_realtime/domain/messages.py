@@ -21,6 +21,7 @@ import orjson
 __all__ = [
     "Message",
     "encode",
+    "format_epoch",
     "format_timestamp",
     "now_timestamp",
     "parse_timestamp",
@@ -36,6 +37,23 @@ def _trim_fraction(naive_iso: str) -> str:
     head, _, fraction = naive_iso.partition(".")
     fraction = fraction.rstrip("0")
     return f"{head}.{fraction}Z" if fraction else f"{head}Z"
+
+
+#: The range a timestamp can be printed in (years 1 to 9999); a JWT ``exp`` may lie beyond it.
+_EPOCH_MIN = datetime.min.replace(tzinfo=UTC).timestamp()
+_EPOCH_MAX = datetime.max.replace(tzinfo=UTC).timestamp()
+
+
+def format_epoch(seconds: float) -> str:
+    """:func:`format_timestamp` of a Unix time, total: clamped to years 1..9999.
+
+    >>> format_epoch(0), format_epoch(1e18)
+    ('1970-01-01T00:00:00Z', '9999-12-31T23:59:59.999999Z')
+    """
+    if not seconds < _EPOCH_MAX:  # also NaN
+        return "9999-12-31T23:59:59.999999Z"
+    seconds = max(seconds, _EPOCH_MIN)
+    return format_timestamp(datetime.fromtimestamp(seconds, UTC))
 
 
 def format_timestamp(moment: datetime) -> str:

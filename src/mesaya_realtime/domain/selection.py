@@ -38,14 +38,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
 
 from mesaya_realtime.domain.errors import CommandError
-from mesaya_realtime.domain.messages import format_timestamp
+from mesaya_realtime.domain.messages import format_epoch
 
 __all__ = [
     "MAX_TABLE_ID",
@@ -116,7 +115,7 @@ def epoch_timestamp(milliseconds: int) -> str:
     >>> epoch_timestamp(1_768_057_445_500)
     '2026-01-10T15:04:05.5Z'
     """
-    return format_timestamp(datetime.fromtimestamp(milliseconds / 1000, UTC))
+    return format_epoch(milliseconds / 1000)
 
 
 # -- records ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -122,8 +123,11 @@ def principal_from_claims(claims: dict[str, Any], token: str) -> Principal:
     else:
         raise AuthError()
     expires = claims.get("exp")
+    if isinstance(expires, bool):
+        raise AuthError()
     expires_at = float(expires) if isinstance(expires, int | float) else None
-    if expires_at is not None and expires_at <= time.time():
+    # Infinity and NaN parse as JSON numbers; neither is a time.
+    if expires_at is not None and (not math.isfinite(expires_at) or expires_at <= time.time()):
         raise AuthError()
     session_id = next(
         (str(value) for value in (claims.get("sid"), claims.get("jti")) if value),

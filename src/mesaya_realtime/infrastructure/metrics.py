@@ -47,6 +47,12 @@ class PrometheusMetrics:
             ["outcome"],
             registry=r,
         )
+        self.http_parser_errors = Counter(
+            "mesaya_http_parser_errors",
+            "Malformed HTTP requests refused by the parser",
+            ["error"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "mesaya_consumer_lag", "Kafka records behind the end", ["topic", "partition"], registry=r
         )
@@ -87,6 +93,9 @@ class PrometheusMetrics:
 
     def ownership(self, outcome: str) -> None:
         self._child(self.ownership_checks, outcome).inc()
+
+    def http_parser_error(self, kind: str) -> None:
+        self._child(self.http_parser_errors, kind).inc()
 
     def lag(self, topic: str, partition: int, lag: int) -> None:
         self.consumer_lag.labels(topic, str(partition)).set(lag)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.usecases.commands import CommandService
@@ -25,6 +25,7 @@ from mesaya_realtime.application.usecases.sessions import (
 )
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.messages import Message, encode
+from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
     SocketConnection,
@@ -111,7 +112,8 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         compress=False,
         autoping=True,
     )
-    if not ws.can_prepare(request).ok:
+    if request.version < HttpVersion11 or not ws.can_prepare(request).ok:
+        # RFC 6455 §4.2.1: an opening handshake is an HTTP/1.1 (or later) GET.
         return _reject(services, 400, "Bad Request")
     section = request.match_info["section"].strip()
     if services.connect.needs_admission(spec, principal, section):
@@ -131,6 +133,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         services.send_buffer_bytes,
         services.metrics,
     )
+    _require_masked_frames(request, connection, services)
     topics, topic_set = _entity_topics(services, spec)
     session = Session(
         connection=connection,
@@ -162,6 +165,26 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
             except Exception:
                 log.exception("leave hook failed")
     return ws
+
+
+def _require_masked_frames(
+    request: web.Request, connection: SocketConnection, services: GatewayServices
+) -> None:
+    """Put :class:`MaskedFramesOnly` in front of aiohttp's frame reader (RFC 6455 §5.1)."""
+    protocol = request.protocol
+    reader = getattr(protocol, "_payload_parser", None)
+    if reader is None:
+        return
+
+    def unmasked() -> None:
+        services.metrics.bad_frame("unmasked")
+        connection.close(PROTOCOL_ERROR_CLOSE, "frames must be masked")
+
+    protocol._payload_parser = MaskedFramesOnly(reader, unmasked)
+
+
+#: Close code for a protocol violation (RFC 6455 §7.4.1).
+PROTOCOL_ERROR_CLOSE = 1002
 
 
 async def health(request: web.Request) -> web.Response:

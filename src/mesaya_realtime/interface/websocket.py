@@ -223,9 +223,11 @@ class ExpiryHeap:
     """Closes sockets whose token expired (1008): one heap and one timer per event loop.
 
     A timer per socket would cost ~200 bytes on every idle socket; here a socket costs one
-    heap entry. An ``authenticate`` that moved the deadline is seen when the old one comes
-    up: the entry is pushed again with the new time. Entries of closed sockets are dropped
-    when they come up, or all at once when they are the majority.
+    heap entry. An ``authenticate`` that moves the deadline later adds nothing: the entry is
+    pushed again with the new time when the old one comes up. Only a renewal that moves it
+    earlier adds an entry (the superseded one is skipped when it comes up), so renewals cannot
+    grow the heap. Entries of closed sockets are dropped when they come up, or all at once
+    when they are the majority.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -240,9 +242,14 @@ class ExpiryHeap:
 
     def watch(self, session: Session, connection: SocketConnection) -> None:
         expires_at = session.principal.expires_at
-        if expires_at is not None:
-            heapq.heappush(self._heap, (expires_at, session.id, session, connection))
-            self._arm()
+        if expires_at is None:
+            return
+        current = session.watched_until
+        if current is not None and current <= expires_at:
+            return  # the entry there comes up first and re-checks the principal
+        session.watched_until = expires_at
+        heapq.heappush(self._heap, (expires_at, session.id, session, connection))
+        self._arm()
 
     def forget(self) -> None:
         """A watched socket closed; compact once closed entries are the majority."""
@@ -267,14 +274,18 @@ class ExpiryHeap:
         now = time.time()
         heap = self._heap
         while heap and heap[0][0] <= now:
-            _, ident, session, connection = heapq.heappop(heap)
+            deadline, ident, session, connection = heapq.heappop(heap)
             if connection.closed:
                 self._closed = max(0, self._closed - 1)
                 continue
+            if deadline != session.watched_until:
+                continue  # superseded by an earlier deadline's entry
             expires_at = session.principal.expires_at
             if expires_at is None:
+                session.watched_until = None
                 continue  # renewed with a token that never expires
             if expires_at > now:
+                session.watched_until = expires_at
                 heapq.heappush(heap, (expires_at, ident, session, connection))
                 continue
             connection.close(TOKEN_EXPIRED_CLOSE, "token expired")

@@ -8,6 +8,7 @@ another (reference §13.1). Entities without their own entry use :data:`DEFAULT_
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -26,6 +27,7 @@ __all__ = [
     "EventIngest",
     "Record",
     "Refresher",
+    "SkipLog",
 ]
 
 log = logging.getLogger(__name__)
@@ -112,11 +114,71 @@ class Record(NamedTuple):
     value: bytes | None
 
 
+class SkipLog:
+    """Skipped records, logged as one line per topic per interval, never one per record.
+
+    The first skip of a topic in a quiet period is logged at once (with its topic, partition,
+    offset and reason); the ones after it, until ``interval`` seconds have passed, are
+    counted and reported in one ``skipped kafka records`` line per topic with the count per
+    reason and one sample. A burst of 100,000 garbage records writes two lines, not 100,000.
+    """
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = interval
+        self._clock = clock
+        #: topic -> (window end, counts per reason, sample)
+        self._windows: dict[str, tuple[float, dict[str, int], dict[str, object]]] = {}
+
+    def skipped(self, record: Record, reason: str) -> None:
+        now = self._clock()
+        window = self._windows.get(record.topic)
+        if window is not None and now >= window[0]:
+            self._report(record.topic, window)
+            window = None
+        if window is None:
+            log.warning(
+                "skipped kafka record",
+                extra={
+                    "topic": record.topic,
+                    "partition": record.partition,
+                    "offset": record.offset,
+                    "reason": reason,
+                },
+            )
+            self._windows[record.topic] = (now + self.interval, {}, {})
+            return
+        counts, sample = window[1], window[2]
+        counts[reason] = counts.get(reason, 0) + 1
+        if not sample:
+            sample.update(partition=record.partition, offset=record.offset, reason=reason)
+
+    def flush(self, force: bool = False) -> None:
+        """Report the windows that are over (all of them with ``force``)."""
+        now = self._clock()
+        for topic, window in list(self._windows.items()):
+            if force or now >= window[0]:
+                self._report(topic, window)
+                del self._windows[topic]
+
+    def _report(self, topic: str, window: tuple[float, dict[str, int], dict[str, object]]) -> None:
+        counts, sample = window[1], window[2]
+        if counts:
+            log.warning(
+                "skipped kafka records",
+                extra={
+                    "topic": topic,
+                    "count": sum(counts.values()),
+                    "reasons": dict(counts),
+                    "sample": dict(sample),
+                },
+            )
+
+
 class EventIngest:
     """Decodes a batch of records and dispatches each event, in order.
 
-    A record that is not an event is logged with topic/partition/offset, counted and
-    skipped; the batch goes on.
+    A record that is not an event is counted per topic and reason and skipped (the batch
+    goes on); :class:`SkipLog` writes the log lines.
     """
 
     def __init__(
@@ -125,11 +187,13 @@ class EventIngest:
         catalogue: Catalogue,
         topic_entities: Mapping[str, str],
         metrics: Metrics | None = None,
+        skip_log: SkipLog | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.catalogue = catalogue
         self.topic_entities = dict(topic_entities)
         self.metrics = metrics or NullMetrics()
+        self.skip_log = skip_log or SkipLog()
 
     def process(self, records: Sequence[Record]) -> None:
         consumed: dict[str, int] = {}
@@ -139,17 +203,10 @@ class EventIngest:
                 event = decode_event(record.topic, record.value, self.catalogue, self.topic_entities)
             except EventDecodeError as error:
                 self.metrics.event_skipped(record.topic, error.reason)
-                log.warning(
-                    "skipped kafka record",
-                    extra={
-                        "topic": record.topic,
-                        "partition": record.partition,
-                        "offset": record.offset,
-                        "reason": error.reason,
-                    },
-                )
+                self.skip_log.skipped(record, error.reason)
                 continue
             if not self.dispatcher.dispatch(event):
                 self.metrics.event_skipped(record.topic, "action not allowed")
         for topic, count in consumed.items():
             self.metrics.events_consumed(topic, count)
+        self.skip_log.flush()

@@ -78,7 +78,10 @@ class CommandService:
         extra_actions: Mapping[str, Mapping[str, ActionHandler]] | None = None,
         verifier: TokenVerifier | None = None,
         guard: OwnershipGuard | None = None,
+        max_topics: int = 64,
     ) -> None:
+        #: Topics one socket may have at most (``WS_MAX_TOPICS_PER_SOCKET``).
+        self.max_topics = max_topics
         self.snapshots = snapshots
         self.verifier = verifier
         #: Renewals pass the same tenant check as the handshake (a USER upgraded to OWNER
@@ -190,10 +193,13 @@ class CommandService:
             raise CommandError("forbidden")
         if self.guard is not None:
             await self.guard.admit(session.entity, principal, session.section)
+        # Built before the switch: the reply says what happened, and nothing happens unless
+        # the reply can be made.
+        reply = authenticated_message(session, principal)
         session.principal = principal
         if self.guard is not None:
             self.guard.join(session)
-        return authenticated_message(session)
+        return reply
 
     def _subscription(self, session: Session, kind: str, topic: str) -> Message | None:
         """Subscribe/unsubscribe, limited to the socket's own entity's topics."""
@@ -201,9 +207,20 @@ class CommandService:
         if not topic.startswith(f"{spec.name}.") or len(topic) > _MAX_ACTION:
             self.metrics.command(spec.name, kind, "error")
             return error_message(spec.name, session.section, kind, "topic not allowed")
+        if (kind == "subscribe") == (topic in session.topics):
+            self.metrics.command(spec.name, kind, "ok")
+            return None  # already so: nothing to change
+        if kind == "subscribe" and len(session.topics) >= self.max_topics:
+            self.metrics.command(spec.name, kind, "error")
+            return error_message(spec.name, session.section, kind, "too many topics")
+        # The entity's shared set is copied once, on the socket's first change; after that the
+        # socket's own set changes in place (O(1) per command).
+        topics = session.topics if session.own_topics else set(session.topics)
+        assert isinstance(topics, set)
         if kind == "subscribe":
-            session.topics = session.topics | {topic}
+            topics.add(topic)
         else:
-            session.topics = session.topics - {topic}
+            topics.discard(topic)
+        session.topics, session.own_topics = topics, True
         self.metrics.command(spec.name, kind, "ok")
         return None

@@ -6,13 +6,12 @@ import itertools
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.identity import Principal
-from mesaya_realtime.domain.messages import Message, encode, format_timestamp, topic_of
+from mesaya_realtime.domain.messages import Message, encode, format_epoch, topic_of
 from mesaya_realtime.domain.queries import ListQuery
 
 __all__ = [
@@ -60,6 +59,10 @@ class Session:
     #: The last list query and the detail ids this socket asked for, for refreshes.
     list_query: ListQuery | None = None
     detail_ids: frozenset[str] = frozenset()
+    #: True once ``topics`` is this socket's own set (then changed in place, O(1)).
+    own_topics: bool = False
+    #: The deadline of this socket's entry in the expiry heap (one entry per socket).
+    watched_until: float | None = None
 
     @property
     def is_wildcard(self) -> bool:
@@ -101,12 +104,12 @@ def connected_message(session: Session, topics: list[str]) -> Message:
     )
 
 
-def authenticated_message(session: Session) -> Message:
-    """The reply to ``authenticate``: the socket now runs on the new token."""
-    principal = session.principal
+def authenticated_message(session: Session, principal: Principal | None = None) -> Message:
+    """The reply to ``authenticate``: the socket now runs on ``principal`` (the new token)."""
+    principal = principal or session.principal
     data: dict[str, object] = {"userId": principal.user_id, "sessionId": principal.session_id}
     if principal.expires_at is not None:
-        data["expiresAt"] = format_timestamp(datetime.fromtimestamp(principal.expires_at, UTC))
+        data["expiresAt"] = format_epoch(principal.expires_at)
     return Message(
         topic="system.authenticated",
         entity="system",
