@@ -389,8 +389,8 @@ class CountingMetrics:
     def events_consumed(self, topic: str, count: int) -> None:
         self.consumed[topic] = self.consumed.get(topic, 0) + count
 
-    def event_skipped(self, topic: str, reason: str) -> None:
-        self.skipped.append((topic, reason))
+    def event_skipped(self, topic: str, reason: str, count: int = 1) -> None:
+        self.skipped += [(topic, reason)] * count
 
     def __getattr__(self, name: str) -> Any:
         return lambda *args: None

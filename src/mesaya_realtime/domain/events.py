@@ -29,6 +29,9 @@ _MAX_ACTION = 64
 #: than a quarter of a socket's default send buffer (``WS_SEND_BUFFER_BYTES``, 1 MiB), and
 #: real backend DTOs are a few KB.
 MAX_EVENT_BYTES = 512 * 1024
+#: The bytes a JSON text can start with. Anything else is "not json" without asking the
+#: parser, whose error objects cost more than the check (a garbage burst is mostly such).
+_JSON_STARTS = frozenset(b'{["-0123456789tfn \t\r\n')
 
 
 class EventDecodeError(Exception):
@@ -105,6 +108,9 @@ def decode_event(
         raise EventDecodeError("empty record")
     if len(value) > max_bytes:
         raise EventDecodeError("too large")
+    first = value[0] if isinstance(value, bytes) and value else None
+    if first is not None and first not in _JSON_STARTS:
+        raise EventDecodeError("not json")
     try:
         return _decode(topic, value, catalogue, topic_entities)
     except EventDecodeError:

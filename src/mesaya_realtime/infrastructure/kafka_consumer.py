@@ -20,6 +20,7 @@ consumer, never to the process.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 import time
@@ -91,6 +92,10 @@ class KafkaEventSource:
         self._on_state = on_state
         self._stop = threading.Event()
         self._window = threading.BoundedSemaphore(config.max_pending_batches)
+        # Batches handed over and not yet run; the loop runs one per turn (see _run_next).
+        self._pending: collections.deque[list[Record]] = collections.deque()
+        self._pending_lock = threading.Lock()
+        self._draining = False
         self._thread: threading.Thread | None = None
         # Replaced, never mutated: status() reads it from the event loop thread.
         self._assigned: frozenset[_Key] = frozenset()
@@ -299,21 +304,41 @@ class KafkaEventSource:
                 return
             self._maybe_report_lag(consumer)  # back-pressure is when lag matters most
 
-        def run() -> None:
+        with self._pending_lock:
+            self._pending.append(records)
+            wake = not self._draining
+            self._draining = True
+        if wake:
             try:
-                self._on_batch(records)
-            finally:
+                self._loop.call_soon_threadsafe(self._run_next)
+            except RuntimeError:  # the loop is closed: we are shutting down
                 self._window.release()
-
-        try:
-            self._loop.call_soon_threadsafe(run)
-        except RuntimeError:  # the loop is closed: we are shutting down
-            self._window.release()
-            self._stop.set()
-            return
+                self._stop.set()
+                return
         positions = self._positions
         for record in records:
             positions[(record.topic, record.partition)] = record.offset + 1
+
+    def _run_next(self) -> None:
+        """Run one handed-over batch, then let the loop turn before the next one.
+
+        Callbacks queued with ``call_soon_threadsafe`` all run in the same loop turn, so a
+        burst (64 pending batches of 1,000 records) would hold every socket for the whole
+        burst; one batch per turn lets the sockets' I/O in between.
+        """
+        with self._pending_lock:
+            records = self._pending.popleft() if self._pending else None
+        try:
+            if records is not None:
+                self._on_batch(records)
+        finally:
+            if records is not None:
+                self._window.release()
+            with self._pending_lock:
+                more = bool(self._pending)
+                self._draining = more
+            if more:
+                self._loop.call_soon(self._run_next)
 
     def _maybe_report_lag(self, consumer: Consumer) -> None:
         now = time.monotonic()

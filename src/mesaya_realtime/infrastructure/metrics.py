@@ -61,8 +61,8 @@ class PrometheusMetrics:
     def events_consumed(self, topic: str, count: int) -> None:
         self._child(self.consumed, topic).inc(count)
 
-    def event_skipped(self, topic: str, reason: str) -> None:
-        self._child(self.events_skipped, topic, reason).inc()
+    def event_skipped(self, topic: str, reason: str, count: int = 1) -> None:
+        self._child(self.events_skipped, topic, reason).inc(count)
 
     def delivered(self, entity: str, count: int) -> None:
         self._child(self.deliveries, entity).inc(count)

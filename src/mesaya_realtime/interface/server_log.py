@@ -36,7 +36,9 @@ class ParserErrorFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
         if not isinstance(error, HttpProcessingError):
-            return True
+            # The logger is opened to DEBUG so that parser errors aiohttp logs at debug are
+            # counted too; everything else keeps the process's level.
+            return record.levelno >= logging.getLogger().getEffectiveLevel()
         kind = type(error).__name__
         self._count(kind)
         now = self._clock()
@@ -60,4 +62,5 @@ def install_parser_error_filter(count: Callable[[str], None], interval: float = 
         logger.removeFilter(existing)
     installed = ParserErrorFilter(count, interval)
     logger.addFilter(installed)
+    logger.setLevel(logging.DEBUG)
     return installed

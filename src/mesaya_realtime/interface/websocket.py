@@ -33,6 +33,8 @@ SLOW_CONSUMER_CLOSE = 1013
 #: Close code when the token expires on an open socket.
 TOKEN_EXPIRED_CLOSE = 1008
 _ABORT_AFTER_CLOSE = 5.0
+#: Frames one socket may have answered before it lets the other sockets' work run.
+_FRAMES_PER_TURN = 32
 
 
 class WriteScheduler:
@@ -154,8 +156,14 @@ async def serve_session(
     inflight: list[asyncio.Task[None]] = []
     previous: asyncio.Task[None] | None = None
     expiries.watch(session, connection)
+    served = 0
     try:
         async for frame in ws:
+            served += 1
+            if not served % _FRAMES_PER_TURN:
+                # Frames already buffered are read without waiting: a client that floods
+                # would otherwise hold the loop for a whole read buffer of frames.
+                await asyncio.sleep(0)
             if frame.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 if frame.type == WSMsgType.ERROR:
                     metrics.bad_frame("protocol")

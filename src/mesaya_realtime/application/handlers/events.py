@@ -197,16 +197,21 @@ class EventIngest:
 
     def process(self, records: Sequence[Record]) -> None:
         consumed: dict[str, int] = {}
+        skipped: dict[tuple[str, str], int] = {}
         for record in records:
             consumed[record.topic] = consumed.get(record.topic, 0) + 1
             try:
                 event = decode_event(record.topic, record.value, self.catalogue, self.topic_entities)
             except EventDecodeError as error:
-                self.metrics.event_skipped(record.topic, error.reason)
+                key = (record.topic, error.reason)
+                skipped[key] = skipped.get(key, 0) + 1
                 self.skip_log.skipped(record, error.reason)
                 continue
             if not self.dispatcher.dispatch(event):
-                self.metrics.event_skipped(record.topic, "action not allowed")
+                key = (record.topic, "action not allowed")
+                skipped[key] = skipped.get(key, 0) + 1
         for topic, count in consumed.items():
             self.metrics.events_consumed(topic, count)
+        for (topic, reason), count in skipped.items():  # counted per batch: bursts are cheap
+            self.metrics.event_skipped(topic, reason, count)
         self.skip_log.flush()
