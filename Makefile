@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint check unit integration e2e bench bench-quick kafka-start kafka-stop clean
+.PHONY: install demo test lint check unit integration e2e fuzz bench bench-quick kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+## Property-based tests with many more examples than `make test` runs (HYPOTHESIS_PROFILE=fuzz).
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -m fuzz --timeout 1800
 
 ## Benchmarks (docs/BENCHMARKS.md): the gateway against the floor and a FastAPI baseline on a real
 ## Kafka broker ($KAFKA_BROKERS, else scripts/kafka-local start). Full run < 10 min, quick < 1 min.

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support import (
     GatewayProcess,
@@ -17,6 +18,13 @@ from tests.support import (
     start_upstream,
 )
 
+# Property-based tests: a small example count in `make test`, many in `make fuzz`.
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile(
+    "fuzz", max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 # Tests run against the package in src/, wherever pytest is started from.
 os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
 
@@ -25,6 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test by its folder: tests/unit -> unit, and so on."""
     for item in items:
         parts = Path(str(item.fspath)).parts
+        if "fuzz" in Path(str(item.fspath)).name:
+            item.add_marker(pytest.mark.fuzz)
         for marker in ("unit", "integration", "e2e"):
             if marker in parts:
                 item.add_marker(getattr(pytest.mark, marker))
