@@ -251,11 +251,14 @@ def gateway_env(upstream_url: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_gateway(env: Mapping[str, str], log_dir: Path) -> Iterator[GatewayProcess]:
+def running_gateway(
+    env: Mapping[str, str], log_dir: Path, *, ready: bool = False
+) -> Iterator[GatewayProcess]:
+    """A gateway process for the block; with ``ready``, once ``/ready`` answers 200 (Kafka)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     gateway = GatewayProcess(env, log_dir / f"gateway-{env['PORT']}.log")
     try:
-        gateway.wait_healthy()
+        gateway.wait_healthy(ready=ready, timeout=60 if ready else 20)
         yield gateway
     finally:
         gateway.stop()

@@ -16,7 +16,7 @@ events of other ids (tests/kafka_support.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ import pytest
 
 from tests import kafka_support as ks
 from tests.kafka_support import EventClient, EventProducer, unique
-from tests.support import GatewayProcess, RecordingUpstream, gateway_env, make_token
+from tests.support import GatewayProcess, RecordingUpstream, gateway_env, make_token, running_gateway
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +35,8 @@ def events_gateway(
     kafka_brokers: str, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     env = gateway_env(upstream.url, KAFKA_ENABLED="true", KAFKA_BROKERS=kafka_brokers)
-    log_dir: Path = tmp_path_factory.mktemp("events-gateway")
-    process = GatewayProcess(env, log_dir / "gateway.log")
-    try:
-        process.wait_healthy(ready=True, timeout=60)
+    with running_gateway(env, tmp_path_factory.mktemp("events-gateway"), ready=True) as process:
         yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @dataclass(frozen=True)

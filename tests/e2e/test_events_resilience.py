@@ -12,13 +12,12 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import orjson
-import pytest
 
 from tests import kafka_support as ks
 from tests.kafka_support import (
@@ -39,12 +38,6 @@ RESTART_BROKER_PORT = 19310
 LATE_BROKER_PORT = 19316
 
 StartGateway = Callable[..., GatewayProcess]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def port_free(port: int) -> bool:

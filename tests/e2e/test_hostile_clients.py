@@ -12,7 +12,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from tests.kafka_support import EventClient, scrape, unique
-from tests.support import ROOT, GatewayProcess, RecordingUpstream, gateway_env, make_token
+from tests.support import ROOT, GatewayProcess, RecordingUpstream, gateway_env, make_token, running_gateway
 
 STALL_LIMIT = 0.1
 GARBAGE_STALL_LIMIT = 0.3
@@ -38,18 +38,8 @@ def hostile_gateway(
         KAFKA_BROKERS=kafka_brokers,
         WS_HANDSHAKE_TIMEOUT=f"{HANDSHAKE_TIMEOUT}s",
     )
-    process = GatewayProcess(env, tmp_path_factory.mktemp("hostile") / "gateway.log")
-    try:
-        process.wait_healthy(ready=True, timeout=60)
+    with running_gateway(env, tmp_path_factory.mktemp("hostile"), ready=True) as process:
         yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 _BYSTANDER = """

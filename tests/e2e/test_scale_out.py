@@ -5,21 +5,14 @@ membership), so the same KAFKA_GROUP_ID on all nodes splits nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import aiohttp
 import orjson
-import pytest
 
 from tests import kafka_support as ks
 from tests.kafka_support import PLATFORM_TOPICS, EventClient, EventProducer, http_get, partition_count, unique
 from tests.support import GatewayProcess, RecordingUpstream, gateway_env, make_token
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_two_gateways_on_one_broker_each_deliver_to_their_entitled_clients(

@@ -6,7 +6,7 @@ Every test has a section of its own; the clients are real WebSocket clients over
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +25,6 @@ def selection_gateway(
     with running_gateway(env, tmp_path_factory.mktemp("selection")) as process:
         process.wait_healthy(ready=True)
         yield process
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

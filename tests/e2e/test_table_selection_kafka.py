@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import Any
 
@@ -61,12 +61,6 @@ def pair(
         for process in nodes:
             process.wait_healthy(ready=True, timeout=90)
         yield nodes[0], nodes[1]
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def test_a_selection_on_one_node_is_seen_and_respected_on_the_other(

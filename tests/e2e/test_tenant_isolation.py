@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tests.support import (
     free_port,
     gateway_env,
     make_token,
+    running_gateway,
     start_upstream,
 )
 
@@ -56,19 +57,8 @@ def tenant_gateway(
         OWNERSHIP_CACHE_TTL=f"{TTL}s",
         REST_TIMEOUT="1s",
     )
-    log_dir: Path = tmp_path_factory.mktemp("tenant-gateway")
-    process = GatewayProcess(env, log_dir / "gateway.log")
-    try:
-        process.wait_healthy(ready=True, timeout=60)
+    with running_gateway(env, tmp_path_factory.mktemp("tenant-gateway"), ready=True) as process:
         yield process
-    finally:
-        process.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def refusal(http: aiohttp.ClientSession, gateway: GatewayProcess, path: str) -> tuple[int, Any]:
@@ -189,9 +179,7 @@ async def test_no_answer_from_the_rest_api_refuses_and_recovery_admits(
 
 async def test_a_rest_api_that_is_not_there_refuses(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     env = gateway_env(f"http://127.0.0.1:{free_port()}", KAFKA_ENABLED="false", REST_TIMEOUT="1s")
-    gateway = GatewayProcess(env, tmp_path / "down.log")
-    try:
-        gateway.wait_healthy()
+    with running_gateway(env, tmp_path) as gateway:
         token = make_token("an-owner", ["OWNER"])
         for entity in PRIVATE:
             assert await refusal(http, gateway, f"/ws/{entity}/r-1/{token}") == (
@@ -201,8 +189,6 @@ async def test_a_rest_api_that_is_not_there_refuses(tmp_path: Path, http: aiohtt
         # entities without the rule do not depend on the REST API to connect
         client = await EventClient.connect(http, gateway.ws_url, "tables", "s-1", token, prefix="none")
         await client.close()
-    finally:
-        gateway.stop()
 
 
 async def test_two_hundred_sockets_of_one_owner_make_one_call(

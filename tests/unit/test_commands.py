@@ -42,6 +42,7 @@ class FakeFetcher:
 class FakeConnection:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
 
     def send(self, payload: bytes) -> None:
         self.sent.append(payload)
@@ -50,7 +51,7 @@ class FakeConnection:
         self.sent.append(frame)
 
     def close(self, code: int, reason: str) -> None:
-        pass
+        self.closed = (code, reason)
 
 
 def make_service(fetcher: FakeFetcher, **kwargs: Any) -> CommandService:

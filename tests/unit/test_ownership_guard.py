@@ -21,7 +21,7 @@ from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.domain.catalogue import CATALOGUE, EntitySpec
 from mesaya_realtime.domain.errors import AccessDenied, OwnershipUnavailable
 from mesaya_realtime.domain.identity import Principal
-from tests.unit.test_commands import FakeFetcher
+from tests.unit.test_commands import FakeConnection, FakeFetcher
 
 RESERVATIONS = CATALOGUE.by_name["reservations"]
 PAYMENTS = CATALOGUE.by_name["payments"]
@@ -54,21 +54,6 @@ class Clock:
         return self.now
 
 
-class ClosingConnection:
-    def __init__(self) -> None:
-        self.closed: tuple[int, str] | None = None
-        self.sent: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.sent.append(payload)
-
-    def send_frame(self, frame: bytes) -> None:
-        self.sent.append(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-
 def owner(user: str = "o-1", roles: tuple[str, ...] = ("OWNER",), exp: float | None = None) -> Principal:
     token = f"token-{user}-{'-'.join(roles)}"
     return Principal(user, roles, user, token, exp if exp is not None else time.time() + 3600)
@@ -76,7 +61,7 @@ def owner(user: str = "o-1", roles: tuple[str, ...] = ("OWNER",), exp: float | N
 
 def session(principal: Principal, section: str, spec: EntitySpec = RESERVATIONS) -> Session:
     return Session(
-        connection=ClosingConnection(), principal=principal, entity=spec, section=section, topics=set()
+        connection=FakeConnection(), principal=principal, entity=spec, section=section, topics=set()
     )
 
 
