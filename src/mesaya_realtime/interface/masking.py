@@ -15,13 +15,13 @@ from typing import Any
 __all__ = ["MaskedFramesOnly"]
 
 
-def _header_length(header: bytearray) -> int:
-    """The full header length once its first two bytes are known (mask key included)."""
-    length = header[1] & 0x7F
+def _header_length(second_byte: int) -> int:
+    """The full header length, from its second byte (mask key included)."""
+    length = second_byte & 0x7F
     return 2 + (2 if length == 126 else 8 if length == 127 else 0) + 4
 
 
-def _payload_length(header: bytearray) -> int:
+def _payload_length(header: bytes) -> int:
     length = header[1] & 0x7F
     if length == 126:
         return int.from_bytes(header[2:4], "big")
@@ -38,7 +38,8 @@ class MaskedFramesOnly:
     def __init__(self, inner: Any, on_violation: Callable[[], None]) -> None:
         self._inner = inner
         self._on_violation = on_violation
-        self._header = bytearray()
+        #: A header split across reads (bytes, not a bytearray: nothing per idle socket).
+        self._header = b""
         self._skip = 0
         #: A header's first byte, kept back until the byte with the mask bit is seen.
         self._held = b""
@@ -57,7 +58,7 @@ class MaskedFramesOnly:
             # Not one byte of a frame goes on before its mask bit is known (found by
             # hypothesis: tests/unit/test_hostile_input_fuzz.py).
             self._held, data = data[-1:], data[:-1]
-            self._header.clear()
+            self._header = b""
             if not data:
                 return False, b""
         return self._inner.feed_data(data)
@@ -66,7 +67,6 @@ class MaskedFramesOnly:
         return self._inner.feed_eof()
 
     def _all_masked(self, data: bytes) -> bool:
-        header = self._header
         position, size = 0, len(data)
         while position < size:
             if self._skip:
@@ -74,13 +74,23 @@ class MaskedFramesOnly:
                 self._skip -= taken
                 position += taken
                 continue
-            header.append(data[position])
+            if not self._header and size - position >= 2:
+                # The usual case: the whole header is in this read; no copy.
+                second = data[position + 1]
+                if not second & 0x80:
+                    return False
+                end = position + _header_length(second)
+                if end <= size:
+                    self._skip = _payload_length(data[position:end])
+                    position = end
+                    continue
+            header = self._header = self._header + data[position : position + 1]
             position += 1
             if len(header) < 2:
                 continue
             if not header[1] & 0x80:
                 return False
-            if len(header) == _header_length(header):
+            if len(header) == _header_length(header[1]):
                 self._skip = _payload_length(header)
-                header.clear()
+                self._header = b""
         return True
