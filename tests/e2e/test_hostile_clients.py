@@ -24,7 +24,6 @@ from tests.kafka_support import EventClient, scrape, unique
 from tests.support import ROOT, GatewayProcess, RecordingUpstream, gateway_env, make_token, running_gateway
 
 STALL_LIMIT = 0.1
-GARBAGE_STALL_LIMIT = 0.3
 HANDSHAKE_TIMEOUT = 1.0
 
 
@@ -244,10 +243,7 @@ async def test_a_garbage_burst_stalls_nobody_and_writes_a_few_lines(
     assert skipped - skipped_before >= garbage * 0.99  # a few random values may be valid JSON...
     lines = hostile_gateway.log().count("skipped kafka record") - lines_before
     assert lines <= 3, f"{lines} log lines for one burst"
-    # Measured here: 115-190 ms (it was 1,000-1,500 ms, one loop turn for a whole burst). The
-    # broker, the gateway, its consumer thread and the attacker share this machine's 2 cores;
-    # the 100 ms target is not met on it yet (see the closing note).
-    assert worst < GARBAGE_STALL_LIMIT, f"a bystander's ping took {worst * 1000:.0f} ms"
+    assert worst < STALL_LIMIT, f"a bystander's ping took {worst * 1000:.0f} ms"
 
 
 # -- 4. protocol strictness -------------------------------------------------------------------------

@@ -43,7 +43,12 @@ class KafkaSourceConfig:
     brokers: str
     topics: Sequence[str]
     group_id: str
-    batch_size: int = 1000
+    #: Records taken from librdkafka at once, and run in one event-loop turn. With 1,000, a
+    #: burst of 100,000 records delayed another client's ping by 60-110 ms; with 100, by
+    #: 10-60 ms, with the same fan-out cost per delivery and ingest rate (docs/BENCHMARKS.md,
+    #: "Hostile input"). Slicing batches by time was tried and cost bursts 4x per delivery:
+    #: the frames of a burst are coalesced per loop turn.
+    batch_size: int = 100
     poll_timeout: float = 0.05
     #: Seconds between topic metadata refreshes (new topics/partitions) and lag reports.
     metadata_interval: float = 5.0
