@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint check unit integration e2e fuzz bench bench-quick kafka-start kafka-stop clean
+.PHONY: install demo test lint check unit integration e2e fuzz bench bench-quick soak kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,10 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m bench --quick
+
+## The soak (docs/BENCHMARKS.md "Soak"): 10,000 sockets with churn, events and garbage for 10 minutes.
+soak: $(BENCH_STAMP)
+	$(BIN)/python -m bench.soak
 
 kafka-start:
 	scripts/kafka-local start
