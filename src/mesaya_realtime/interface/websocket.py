@@ -13,6 +13,7 @@ import contextlib
 import heapq
 import logging
 import time
+from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
@@ -184,8 +185,7 @@ async def serve_session(
             previous = asyncio.ensure_future(_answer(parsed, previous, session, commands, expiries))
             inflight.append(previous)
     finally:
-        if session.principal.expires_at is not None:
-            expiries.forget()
+        expiries.forget(session)
         for task in inflight:
             task.cancel()
         connection.closed = True
@@ -231,19 +231,21 @@ class ExpiryHeap:
     """Closes sockets whose token expired (1008): one heap and one timer per event loop.
 
     A timer per socket would cost ~200 bytes on every idle socket; here a socket costs one
-    heap entry. An ``authenticate`` that moves the deadline later adds nothing: the entry is
-    pushed again with the new time when the old one comes up. Only a renewal that moves it
-    earlier adds an entry (the superseded one is skipped when it comes up), so renewals cannot
-    grow the heap. Entries of closed sockets are dropped when they come up, or all at once
-    when they are the majority.
+    heap entry, ``[deadline, id, session, connection]``, that the session points back to
+    (``Session.expiry``). An ``authenticate`` that moves the deadline later adds nothing: the
+    entry is pushed again with the new time when the old one comes up. Only a renewal that
+    moves it earlier adds an entry (the superseded one is emptied), so renewals cannot grow
+    the heap. A socket that closes empties its entry at once (:meth:`forget`), so the heap
+    never keeps a closed socket's objects alive; empty entries are dropped when they come up,
+    or all at once when they are the majority.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, Session, SocketConnection]] = []
+        self._heap: list[list[Any]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
-        self._closed = 0
+        self._empty = 0
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -252,20 +254,29 @@ class ExpiryHeap:
         expires_at = session.principal.expires_at
         if expires_at is None:
             return
-        current = session.watched_until
-        if current is not None and current <= expires_at:
-            return  # the entry there comes up first and re-checks the principal
-        session.watched_until = expires_at
-        heapq.heappush(self._heap, (expires_at, session.id, session, connection))
+        current = session.expiry
+        if current is not None:
+            if current[0] <= expires_at:
+                return  # the entry there comes up first and re-checks the principal
+            self._empty_entry(current)  # superseded by the earlier deadline
+        entry = [expires_at, session.id, session, connection]
+        session.expiry = entry
+        heapq.heappush(self._heap, entry)
         self._arm()
 
-    def forget(self) -> None:
-        """A watched socket closed; compact once closed entries are the majority."""
-        self._closed += 1
-        if self._closed > 64 and self._closed * 2 > len(self._heap):
-            self._heap = [entry for entry in self._heap if not entry[3].closed]
+    def forget(self, session: Session) -> None:
+        """A socket closed: its entry lets go of it now; compact once most entries are empty."""
+        entry, session.expiry = session.expiry, None
+        if entry is not None:
+            self._empty_entry(entry)
+        if self._empty > 64 and self._empty * 2 > len(self._heap):
+            self._heap = [entry for entry in self._heap if entry[2] is not None]
             heapq.heapify(self._heap)
-            self._closed = 0
+            self._empty = 0
+
+    def _empty_entry(self, entry: list[Any]) -> None:
+        entry[2] = entry[3] = None
+        self._empty += 1
 
     def _arm(self) -> None:
         if not self._heap:
@@ -282,19 +293,19 @@ class ExpiryHeap:
         now = time.time()
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, ident, session, connection = heapq.heappop(heap)
-            if connection.closed:
-                self._closed = max(0, self._closed - 1)
+            entry = heapq.heappop(heap)
+            session, connection = entry[2], entry[3]
+            if session is None:
+                self._empty = max(0, self._empty - 1)
                 continue
-            if deadline != session.watched_until:
-                continue  # superseded by an earlier deadline's entry
+            session.expiry = None
+            if connection.closed:
+                continue
             expires_at = session.principal.expires_at
             if expires_at is None:
-                session.watched_until = None
                 continue  # renewed with a token that never expires
             if expires_at > now:
-                session.watched_until = expires_at
-                heapq.heappush(heap, (expires_at, ident, session, connection))
+                self.watch(session, connection)
                 continue
             connection.close(TOKEN_EXPIRED_CLOSE, "token expired")
         self._arm()

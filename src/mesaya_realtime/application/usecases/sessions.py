@@ -61,8 +61,8 @@ class Session:
     detail_ids: frozenset[str] = frozenset()
     #: True once ``topics`` is this socket's own set (then changed in place, O(1)).
     own_topics: bool = False
-    #: The deadline of this socket's entry in the expiry heap (one entry per socket).
-    watched_until: float | None = None
+    #: This socket's entry in the transport's expiry heap (one per socket; emptied on close).
+    expiry: list[Any] | None = None
 
     @property
     def is_wildcard(self) -> bool:
