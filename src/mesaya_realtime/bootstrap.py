@@ -30,6 +30,7 @@ from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.config import ConfigError, Settings
 from mesaya_realtime.domain.catalogue import CATALOGUE, Catalogue
+from mesaya_realtime.infrastructure.gc_policy import GcFreezer
 from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
 from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
@@ -110,6 +111,7 @@ class Gateway:
     guard: OwnershipGuard | None = None
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _skip_flush: asyncio.Task[None] | None = field(default=None, repr=False)
+    _gc: GcFreezer | None = field(default=None, repr=False)
     port: int = 0
 
     def readiness(self) -> dict[str, object]:
@@ -151,6 +153,8 @@ class Gateway:
             self.source = self.source_factory(self.ingest.process)
             self.source.start()
             self._skip_flush = asyncio.ensure_future(self._flush_skips())
+        self._gc = GcFreezer(self.settings.gc_freeze_interval)
+        self._gc.start()
         log.info("gateway listening", extra={"host": self.settings.host, "port": self.port})
 
     async def _flush_skips(self) -> None:
@@ -160,6 +164,8 @@ class Gateway:
             self.ingest.skip_log.flush()
 
     async def stop(self) -> None:
+        if self._gc is not None:
+            await self._gc.stop()
         if self._skip_flush is not None:
             self._skip_flush.cancel()
         if self.source is not None:

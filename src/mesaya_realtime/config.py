@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=0, ge=0)
     ws_max_topics_per_socket: int = Field(default=64, ge=1)
     ws_handshake_timeout: float = 10.0
+    #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's
+    #: default collector); see infrastructure/gc_policy.py.
+    gc_freeze_interval: float = Field(default=10.0, ge=0)
     ws_allowed_origins: str = ""
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")

@@ -171,6 +171,11 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
                 await leave(session)
             except Exception:
                 log.exception("leave hook failed")
+        # aiohttp keeps the heartbeat's data callback (a bound method of ``ws``) on the
+        # protocol after the socket ends: protocol -> ws -> request -> protocol, a cycle that
+        # only a full collection frees. Dropped here, a closed socket's objects go at once.
+        if getattr(request.protocol, "_data_received_cb", None) is not None:
+            request.protocol._data_received_cb = None
     return ws
 
 
