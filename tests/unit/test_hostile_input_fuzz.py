@@ -220,3 +220,102 @@ def test_every_epoch_has_a_timestamp(seconds: float) -> None:
     text = format_epoch(float(seconds))
     assert text.endswith("Z")
     assert 20 <= len(text) <= 27
+
+
+# -- delivery ---------------------------------------------------------------------------------------
+
+SECTIONS = ["r-1", "r-2", "s-1", "*"]
+USERS = ["u-1", "u-2", "u-3"]
+ROLE_SETS = [("USER",), ("OWNER",), ("ADMIN",), ("OWNER", "USER"), ()]
+sockets_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([spec.name for spec in CATALOGUE.entities]),
+        st.sampled_from(SECTIONS),
+        st.sampled_from(USERS),
+        st.sampled_from(ROLE_SETS),
+    ),
+    min_size=1,
+    max_size=30,
+)
+events_strategy = st.fixed_dictionaries(
+    {
+        "data": st.fixed_dictionaries(
+            {},
+            optional={
+                "restaurantId": st.sampled_from(SECTIONS[:3]),
+                "sectionId": st.sampled_from(SECTIONS[:3]),
+                "userId": st.sampled_from(USERS),
+                "id": st.sampled_from(SECTIONS[:3]),
+            },
+        ),
+        "metadata": st.fixed_dictionaries(
+            {},
+            optional={"restaurant_id": st.sampled_from(SECTIONS[:3]), "user_id": st.sampled_from(USERS)},
+        ),
+    }
+)
+
+
+def entitled(spec: Any, session: Session, data: dict[str, Any], metadata: dict[str, Any]) -> bool:
+    """The rule of docs/ARCHITECTURE.md "Who may see what", written out independently."""
+    rule = spec.delivery
+    if session.section == "*":
+        return True  # only ADMIN sockets are on `*` (the handshake refuses others)
+    if rule.visibility.value == "public":
+        return True
+    values = {
+        str(source[key])
+        for path in rule.scope_paths
+        for root, key in [path.split(".", 1)]
+        for source in [data if root == "data" else metadata]
+        if key in source
+    }
+    users = {
+        str(source[key])
+        for path in rule.user_paths
+        for root, key in [path.split(".", 1)]
+        for source in [data if root == "data" else metadata]
+        if key in source
+    }
+    if rule.visibility.value == "scoped":
+        return session.section in values
+    staff = session.principal.audience != "user"
+    return (staff and session.section in values) or session.principal.user_id in users
+
+
+@given(sockets_strategy, st.sampled_from(list(CATALOGUE.entities)), events_strategy)
+def test_an_event_reaches_exactly_the_entitled_sockets(
+    population: list[tuple[str, str, str, tuple[str, ...]]], spec: Any, event: dict[str, Any]
+) -> None:
+    from mesaya_realtime.application.usecases.hub import Hub
+
+    hub = Hub(lambda payload: payload)
+    sessions = []
+    for entity, where, user, roles in population:
+        if where == "*" and "ADMIN" not in roles:
+            continue  # refused at the handshake
+        principal = Principal(user, roles, user, "t", None)
+        session = Session(
+            connection=FakeConnection(),
+            principal=principal,
+            entity=CATALOGUE.by_name[entity],
+            section=where,
+            topics=frozenset(),
+        )
+        hub.add(session)
+        sessions.append(session)
+    topic = sorted(
+        t
+        for t in CATALOGUE.topic_entities
+        if CATALOGUE.topic_entities[t] == spec.name or (t in spec.kafka_topics)
+    )[0]
+    payload = {"event_type": "updated", "entity_id": "x", **event}
+    if spec.kafka_subtypes:
+        payload["entity_subtype"] = spec.kafka_subtypes[0]
+    decoded = decode_event(topic, orjson.dumps(payload), CATALOGUE)
+    assert decoded.entity is spec
+    got = {s.id for s in hub.recipients(spec, decoded.scope, decoded.users)}
+    want = {
+        s.id for s in sessions if s.entity is spec and entitled(spec, s, event["data"], event["metadata"])
+    }
+    assert got == want
