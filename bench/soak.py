@@ -18,9 +18,9 @@ It runs the gateway (its own process, on the server core) on a real Kafka broker
   the cached list stale; reported apart).
 
 Every 10 s it samples the gateway's RSS, open file descriptors and sockets, and the client's
-ping p99 and worst round trip, and its list p99. The verdict: after the warm-up (the first fifth), RSS and fds do not
-grow (the last samples within 5 % / 10 MiB, and 1 % / 20 fds, of the first after warm-up) and no
-ping of the well-behaved client took over 100 ms. Results go to
+ping p99 and worst round trip, and its list p99. The verdict: after the warm-up (the first
+fifth), RSS and fds do not grow (the last samples within 5 % / 10 MiB, and 1 % / 20 fds, of
+the first after warm-up) and no ping of the well-behaved client took over 100 ms. Results go to
 ``bench/results/soak-*.json`` and the plot to ``docs/benchmarks/soak.png``
 (docs/BENCHMARKS.md, "Soak").
 """

@@ -28,6 +28,7 @@ from mesaya_realtime.infrastructure.demo import (
     DemoEventSource,
     create_demo_upstream,
 )
+from mesaya_realtime.infrastructure.event_loop import run
 from mesaya_realtime.infrastructure.logging_setup import configure_logging
 
 __all__ = ["main"]
@@ -115,10 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             settings = load_settings()
             configure_logging(settings.log_level, settings.log_format)
-            asyncio.run(serve(settings))
+            run(serve(settings), settings.event_loop)
         else:
             configure_logging("info", "text")
-            asyncio.run(demo(args.port, args.host, args.interval))
+            run(demo(args.port, args.host, args.interval))
     except ConfigError as error:
         print(f"mesaya-realtime: {error}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.config import ConfigError, Settings
 from mesaya_realtime.domain.catalogue import CATALOGUE, Catalogue
+from mesaya_realtime.infrastructure.event_loop import loop_name
 from mesaya_realtime.infrastructure.gc_policy import GcFreezer
 from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
@@ -155,7 +156,10 @@ class Gateway:
             self._skip_flush = asyncio.ensure_future(self._flush_skips())
         self._gc = GcFreezer(self.settings.gc_freeze_interval)
         self._gc.start()
-        log.info("gateway listening", extra={"host": self.settings.host, "port": self.port})
+        log.info(
+            "gateway listening",
+            extra={"host": self.settings.host, "port": self.port, "event_loop": loop_name()},
+        )
 
     async def _flush_skips(self) -> None:
         """Skipped-record summaries are written even when no record follows the burst."""

@@ -152,6 +152,8 @@ class Settings(BaseSettings):
     #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's
     #: default collector); see infrastructure/gc_policy.py.
     gc_freeze_interval: float = Field(default=10.0, ge=0)
+    #: The asyncio event loop (infrastructure/event_loop.py): uvloop where installed.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     ws_allowed_origins: str = ""
 
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
@@ -204,6 +206,11 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_quotes(cls, value: object) -> object:
         return _unquote(value)
+
+    @field_validator("event_loop", mode="before")
+    @classmethod
+    def _event_loop(cls, value: object) -> object:
+        return str(value).strip().lower()
 
     @field_validator("log_format", mode="before")
     @classmethod

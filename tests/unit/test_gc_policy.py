@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import weakref
 
 from mesaya_realtime.infrastructure.gc_policy import GcFreezer
 
@@ -38,3 +39,38 @@ async def test_interval_zero_leaves_the_collector_alone() -> None:
     freezer.start()
     assert gc.get_freeze_count() == 0
     await freezer.stop()
+
+
+async def test_the_safety_net_frees_frozen_cycles_once_the_frozen_set_has_doubled() -> None:
+    freezer = GcFreezer(interval=3600, min_gap=0)  # ticks driven by the test
+    try:
+        freezer.start()
+        baseline = gc.get_freeze_count()
+        leaked = [Cycle() for _ in range(baseline // 4)]  # cycles that live a while, then leak
+        freezer.tick()  # frozen with the rest: below the doubling, no full collection
+        assert freezer.full_collections == 1
+        probe = weakref.ref(leaked[0])
+        del leaked  # now only a full collection can free them
+        gc.collect()
+        assert probe() is not None  # frozen: out of the ordinary collections' reach
+        more = [Cycle() for _ in range(baseline)]  # live growth past twice the baseline
+        freezer.tick()
+        assert freezer.full_collections == 2
+        assert probe() is None  # the safety net freed the leaked cycles
+        assert all(m.me is m for m in more)  # and kept the live ones
+    finally:
+        await freezer.stop()
+        gc.unfreeze()
+
+
+async def test_the_safety_net_waits_for_its_minimum_gap() -> None:
+    freezer = GcFreezer(interval=3600, min_gap=3600)
+    try:
+        freezer.start()
+        more = [Cycle() for _ in range(2 * gc.get_freeze_count())]
+        freezer.tick()
+        assert freezer.full_collections == 1  # grown, but the last full collection is too recent
+        assert more
+    finally:
+        await freezer.stop()
+        gc.unfreeze()
