@@ -32,24 +32,11 @@ import orjson
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from mesaya_realtime.domain.catalogue import CATALOGUE
 from tests.support import ROOT
 
 #: The platform's topics (reference §8.2) and their partition count in scripts/kafka-local.
-PLATFORM_TOPICS = (
-    "mesa-ya.restaurants.events",
-    "mesa-ya.sections.events",
-    "mesa-ya.tables.events",
-    "mesa-ya.objects.events",
-    "mesa-ya.section-objects.events",
-    "mesa-ya.menus.events",
-    "mesa-ya.reviews.events",
-    "mesa-ya.images.events",
-    "mesa-ya.reservations.events",
-    "mesa-ya.payments.events",
-    "mesa-ya.subscriptions.events",
-    "mesa-ya.auth.events",
-    "mesa-ya.owner-upgrade.events",
-)
+PLATFORM_TOPICS = CATALOGUE.platform_topics
 
 Payload = dict[str, Any]
 Expected = dict[str, Any]

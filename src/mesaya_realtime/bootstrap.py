@@ -22,7 +22,9 @@ from mesaya_realtime.application.handlers.events import (
 )
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
+from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
 from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
@@ -108,8 +110,8 @@ class Gateway:
     app: web.Application
     source_factory: EventSourceFactory | None
     source: EventSource | None = None
-    selections: SelectionService | None = None
-    guard: OwnershipGuard | None = None
+    #: Every feature plugged into the sockets, in hook order (usecases/features.py).
+    features: list[Feature] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _skip_flush: asyncio.Task[None] | None = field(default=None, repr=False)
     _gc: GcFreezer | None = field(default=None, repr=False)
@@ -121,18 +123,17 @@ class Gateway:
         else:
             state = self.source.status()
             report = {"ready": bool(state.get("ready")), "events": state}
-        if self.selections is not None:
-            selection = self.selections.status()
-            report["ready"] = bool(report["ready"]) and bool(selection.get("ready"))
-            report["selections"] = selection
+        for feature in self.features:
+            if feature.readiness_key:
+                state = feature.status()
+                report["ready"] = bool(report["ready"]) and bool(state.get("ready"))
+                report[feature.readiness_key] = state
         return report
 
     async def start(self) -> None:
         """Listen on ``HOST:PORT`` and start the event source (ready or not)."""
-        if self.selections is not None:
-            self.selections.start()
-        if self.guard is not None:
-            self.guard.start()
+        for feature in self.features:
+            feature.start()
         install_parser_error_filter(self.metrics.http_parser_error)
         # keepalive_timeout bounds, from the connection's start, how long a request's headers may
         # take (a slow upgrade is closed); an upgraded socket switches keep-alive off.
@@ -176,12 +177,10 @@ class Gateway:
             await self.source.stop()
         self.ingest.skip_log.flush(force=True)
         await self.refresher.close()
-        if self.guard is not None:
-            await self.guard.stop()
         if self._runner is not None:
-            await self._runner.cleanup()
-        if self.selections is not None:
-            await self.selections.stop()
+            await self._runner.cleanup()  # closes the sockets: the features' leave hooks run
+        for feature in reversed(self.features):
+            await feature.stop()
         await self.rest.close()
 
 
@@ -220,11 +219,13 @@ def build_gateway(
         metrics=metrics,
     )
     selections = build_selections(settings, hub, catalogue)
+    #: The one list of features: hooks run in this order (the tenant check first).
+    features: list[Feature] = [guard, selections]
     commands = CommandService(
         snapshots,
         metrics,
+        features=features,
         verifier=verifier,
-        extra_actions={selections.spec.name: selections.actions()},
         guard=guard,
         max_topics=settings.ws_max_topics_per_socket,
     )
@@ -268,8 +269,8 @@ def build_gateway(
         connect=ConnectUseCase(catalogue, verifier, settings.ws_default_entity, guard),
         commands=commands,
         hub=hub,
+        sockets=SocketLifecycle(hub, features, settings.allowed_actions),
         metrics=metrics,
-        allowed_actions=settings.allowed_actions,
         max_message_bytes=settings.ws_max_message_bytes,
         send_buffer_bytes=settings.ws_send_buffer_bytes,
         heartbeat=settings.ws_heartbeat,
@@ -278,8 +279,6 @@ def build_gateway(
         max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
-        on_join=[guard.join, selections.join],
-        on_leave=[guard.leave, selections.leave],
     )
     app = create_app(services)
     gateway = Gateway(
@@ -295,8 +294,7 @@ def build_gateway(
         ingest=ingest,
         app=app,
         source_factory=source_factory,
-        selections=selections,
-        guard=guard,
+        features=features,
     )
     return gateway
 

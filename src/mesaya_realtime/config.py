@@ -18,27 +18,16 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mesaya_realtime.domain.catalogue import CATALOGUE
+
 __all__ = ["ConfigError", "Settings", "load_settings", "parse_duration", "parse_entity_topics"]
 
 DEFAULT_ALLOWED_ACTIONS = (
     "created,updated,deleted,status_changed,user_signed_up,user_logged_in,roles_updated,permissions_updated"
 )
 
-DEFAULT_ENTITY_TOPICS = (
-    "restaurants:mesa-ya.restaurants.events,"
-    "sections:mesa-ya.sections.events,"
-    "tables:mesa-ya.tables.events,"
-    "objects:mesa-ya.objects.events,"
-    "section-objects:mesa-ya.section-objects.events,"
-    "menus:mesa-ya.menus.events,"
-    "reviews:mesa-ya.reviews.events,"
-    "images:mesa-ya.images.events,"
-    "reservations:mesa-ya.reservations.events,"
-    "payments:mesa-ya.payments.events,"
-    "subscriptions:mesa-ya.subscriptions.events,"
-    "auth:mesa-ya.auth.events,"
-    "owner-upgrades:mesa-ya.owner-upgrade.events"
-)
+#: Derived from the catalogue (its topics, reference §8.2), never restated.
+DEFAULT_ENTITY_TOPICS = CATALOGUE.entity_topics_setting()
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}

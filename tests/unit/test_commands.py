@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from mesaya_realtime.application.usecases.commands import CommandService, Envelope
+from mesaya_realtime.application.usecases.features import ActionHandler, Feature
 from mesaya_realtime.application.usecases.sessions import Session, base_topics
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
@@ -302,7 +303,7 @@ async def test_topics_of_other_entities_are_not_allowed(action: str, topic: str)
     assert session.topics == before
 
 
-async def test_extra_actions_per_entity() -> None:
+async def test_a_features_actions_join_its_entitys_command_table() -> None:
     seen: list[Any] = []
 
     async def selecting(session: Session, payload: Any) -> Message | None:
@@ -311,8 +312,13 @@ async def test_extra_actions_per_entity() -> None:
             raise InvalidPayload()
         return Message("tables.selecting", "tables", "selecting")
 
-    service = make_service(FakeFetcher(), extra_actions={"tables": {"selecting": selecting}})
+    class Selecting(Feature):
+        def actions(self) -> dict[str, dict[str, ActionHandler]]:
+            return {"tables": {"selecting": selecting, "ping": selecting}}
+
+    service = make_service(FakeFetcher(), features=[Selecting()])
     assert service.kind_of(make_session("tables"), "selecting") == "extra"
+    assert service.kind_of(make_session("tables"), "ping") == "ping"  # built-ins win
     assert service.kind_of(make_session("menus"), "selecting") == "unknown"
     message = await reply(service, make_session("tables"), env("selecting", {"id": "t"}))
     assert message.topic == "tables.selecting"

@@ -26,7 +26,7 @@ async def test_batches_run_in_order_one_per_loop_turn() -> None:
     config = KafkaSourceConfig(brokers="unused", topics=("t",), group_id="g")
     source = KafkaEventSource(config, loop, on_batch)
     for index in range(10):  # handed over before the loop runs any of them
-        source._hand_over(None, records(100, index * 100))  # type: ignore[arg-type]
+        source._hand_over(records(100, index * 100))
 
     async def other_socket() -> None:
         while len(seen) < 1000:

@@ -525,5 +525,15 @@ class Catalogue:
         """The ``WS_ENTITY_TOPICS`` default: entity name -> Kafka topics."""
         return {e.name: e.kafka_topics for e in self.entities if e.kafka_topics}
 
+    @property
+    def platform_topics(self) -> tuple[str, ...]:
+        """The platform's Kafka topics, in catalogue order (one entry per topic)."""
+        return tuple(self.topic_entities)
+
+    def entity_topics_setting(self) -> str:
+        """The default of ``WS_ENTITY_TOPICS`` (``entity:topic,...``), one entry per topic
+        under the entity its records without ``entity_subtype`` belong to."""
+        return ",".join(f"{entity}:{topic}" for topic, entity in self.topic_entities.items())
+
 
 CATALOGUE = Catalogue(ENTITIES)

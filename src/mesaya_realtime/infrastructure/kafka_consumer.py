@@ -12,24 +12,24 @@ Where each partition starts:
 - a partition the node already read keeps its in-memory position, across broker restarts
   and across a re-created consumer, so nothing produced while the node was connected is lost.
 
-Batches (``consume(1000)``) cross to the event loop through a bounded window so a slow loop
-pauses fetching instead of growing memory. Back-off, errors and logging belong to this one
-consumer, never to the process.
+The thread, the retried consumer and the bounded hand-over (one batch per loop turn) are
+:class:`~mesaya_realtime.infrastructure.kafka_reader.KafkaReader`'s, shared with the table
+selection log.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from mesaya_realtime.application.handlers.events import Record
+from mesaya_realtime.infrastructure.kafka_reader import KafkaReader, fetch_batch
 
 __all__ = ["KafkaEventSource", "KafkaSourceConfig", "fetch_batch"]
 
@@ -61,26 +61,15 @@ class KafkaSourceConfig:
     start_at_end: bool = True
 
 
-def fetch_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
-    """Up to ``size`` messages, returning as soon as one is there.
-
-    ``consume(n, timeout)`` waits the whole timeout unless ``n`` messages arrive, which adds
-    up to ``timeout`` of latency to a lone event; ``poll`` returns on the first message and
-    ``consume(n - 1, 0)`` then takes whatever else is already fetched.
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
-
-
-class KafkaEventSource:
+class KafkaEventSource(KafkaReader[list[Record]]):
     """Consumes ``topics`` and calls ``on_batch(records)`` on ``loop`` for each batch.
 
     ``on_lag(topic, partition, lag)`` receives the records behind the end of each assigned
     partition; ``on_state(connected)`` is told when the broker connection comes and goes.
     Both are called from the consumer thread.
     """
+
+    name = "kafka-consumer"
 
     def __init__(
         self,
@@ -90,18 +79,18 @@ class KafkaEventSource:
         on_lag: Callable[[str, int, int], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
+        super().__init__(
+            config.brokers,
+            config.group_id,
+            batch_size=config.batch_size,
+            poll_timeout=config.poll_timeout,
+            max_pending=config.max_pending_batches,
+        )
         self.config = config
         self._loop = loop
         self._on_batch = on_batch
         self._on_lag = on_lag
         self._on_state = on_state
-        self._stop = threading.Event()
-        self._window = threading.BoundedSemaphore(config.max_pending_batches)
-        # Batches handed over and not yet run; the loop runs one per turn (see _run_next).
-        self._pending: collections.deque[list[Record]] = collections.deque()
-        self._pending_lock = threading.Lock()
-        self._draining = False
-        self._thread: threading.Thread | None = None
         # Replaced, never mutated: status() reads it from the event loop thread.
         self._assigned: frozenset[_Key] = frozenset()
         #: Next offset to hand over per partition (consumer thread only).
@@ -111,21 +100,16 @@ class KafkaEventSource:
         self._since_ms: int | None = None
         self._since_monotonic = 0.0
         self._warned_missing: set[str] = set()
-        self._connected = False
-        self._last_error = ""
         self._next_lag = 0.0
-        self._consumer: Consumer | None = None
+        self._lag_consumer: Consumer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kafka-consumer", daemon=True)
-        self._thread.start()
+        assert self._loop is not None
+        self.start_reading(self._loop)
 
     async def stop(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, thread.join, 10.0)
+        await self.stop_reading()
 
     def status(self) -> dict[str, object]:
         """Liveness for ``GET /ready``: connected, and every configured topic assigned.
@@ -149,66 +133,28 @@ class KafkaEventSource:
             "lastError": self._last_error,
         }
 
-    # -- the consumer thread ---------------------------------------------------------------
-    def _make_consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.config.brokers,
-                "group.id": self.config.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "latest",
-                "fetch.wait.max.ms": 100,
-                "fetch.queue.backoff.ms": 5,
-                "reconnect.backoff.ms": 100,
-                "reconnect.backoff.max.ms": 2000,
-                "socket.keepalive.enable": True,
-                "topic.metadata.refresh.interval.ms": 5000,
-                "error_cb": self._on_error,
-                "log_level": 3,
-            }
-        )
+    # -- the reader's parts ----------------------------------------------------------------
+    def _consumer_settings(self) -> dict[str, Any]:
+        return {
+            "auto.offset.reset": "latest",
+            "fetch.wait.max.ms": 100,
+            "topic.metadata.refresh.interval.ms": 5000,
+        }
 
-    def _set_connected(self, connected: bool) -> None:
-        if connected == self._connected:
-            return
-        self._connected = connected
-        if connected:
-            log.info("kafka consumer connected", extra={"brokers": self.config.brokers})
-        else:
-            log.warning("kafka connection lost", extra={"error": self._last_error})
+    def _connection_changed(self, connected: bool) -> None:
         if self._on_state is not None:
             self._on_state(connected)
 
-    def _on_error(self, error: KafkaError) -> None:
-        # Called from inside poll/consume of this consumer's thread.
-        self._last_error = str(error)
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            self._set_connected(False)
+    def _consumer_closed(self) -> None:
+        # A new consumer re-assigns from self._positions: nothing read is lost.
+        self._assigned = frozenset()
 
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            try:
-                self._consumer = consumer = self._make_consumer()
-                self._consume(consumer)
-                backoff = 0.5
-            except Exception as error:
-                self._last_error = str(error)
-                self._set_connected(False)
-                log.warning("kafka consumer error; retrying", extra={"error": str(error), "backoff": backoff})
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if self._consumer is not None:
-                    try:
-                        self._consumer.close()
-                    except Exception:
-                        log.debug("kafka consumer close failed", exc_info=True)
-                    self._consumer = None
-                # A new consumer re-assigns from self._positions: nothing read is lost.
-                self._assigned = frozenset()
-        self._set_connected(False)
+    def _deliver(self, item: list[Record]) -> None:
+        self._on_batch(item)
+
+    def _while_waiting(self) -> None:
+        if self._lag_consumer is not None:
+            self._maybe_report_lag(self._lag_consumer)  # back-pressure is when lag matters most
 
     def _start_offsets(self, consumer: Consumer, keys: list[_Key], initial: bool) -> list[TopicPartition]:
         """Where each newly assigned partition starts (see the module docstring)."""
@@ -267,7 +213,8 @@ class KafkaEventSource:
             self._since_monotonic = time.monotonic()
         self._set_connected(True)
 
-    def _consume(self, consumer: Consumer) -> None:
+    def _read(self, consumer: Consumer) -> None:
+        self._lag_consumer = consumer
         next_metadata = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
@@ -284,66 +231,17 @@ class KafkaEventSource:
                     self._stop.wait(1.0)
                     continue
             self._maybe_report_lag(consumer)
-            records: list[Record] = []
-            for message in fetch_batch(consumer, self.config.batch_size, self.config.poll_timeout):
-                problem = message.error()
-                if problem is not None:
-                    if problem.code() != KafkaError._PARTITION_EOF:
-                        self._last_error = str(problem)
-                    continue
-                records.append(
-                    Record(
-                        message.topic() or "",
-                        message.partition() or 0,
-                        message.offset() or 0,
-                        message.value(),
-                    )
-                )
+            records = [
+                Record(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value())
+                for m in self._fetch(consumer)
+            ]
             if records:
                 self._set_connected(True)
-                self._hand_over(consumer, records)
-
-    def _hand_over(self, consumer: Consumer, records: list[Record]) -> None:
-        while not self._window.acquire(timeout=0.5):
-            if self._stop.is_set():
-                return
-            self._maybe_report_lag(consumer)  # back-pressure is when lag matters most
-
-        with self._pending_lock:
-            self._pending.append(records)
-            wake = not self._draining
-            self._draining = True
-        if wake:
-            try:
-                self._loop.call_soon_threadsafe(self._run_next)
-            except RuntimeError:  # the loop is closed: we are shutting down
-                self._window.release()
-                self._stop.set()
-                return
-        positions = self._positions
-        for record in records:
-            positions[(record.topic, record.partition)] = record.offset + 1
-
-    def _run_next(self) -> None:
-        """Run one handed-over batch, then let the loop turn before the next one.
-
-        Callbacks queued with ``call_soon_threadsafe`` all run in the same loop turn, so a
-        burst (64 pending batches of 1,000 records) would hold every socket for the whole
-        burst; one batch per turn lets the sockets' I/O in between.
-        """
-        with self._pending_lock:
-            records = self._pending.popleft() if self._pending else None
-        try:
-            if records is not None:
-                self._on_batch(records)
-        finally:
-            if records is not None:
-                self._window.release()
-            with self._pending_lock:
-                more = bool(self._pending)
-                self._draining = more
-            if more:
-                self._loop.call_soon(self._run_next)
+                if not self._hand_over(records):
+                    return
+                positions = self._positions
+                for record in records:
+                    positions[(record.topic, record.partition)] = record.offset + 1
 
     def _maybe_report_lag(self, consumer: Consumer) -> None:
         now = time.monotonic()

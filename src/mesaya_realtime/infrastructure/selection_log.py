@@ -12,6 +12,9 @@ itself (``assign``, no consumer group). At start it rebuilds the state from a bo
    a partition with records but no usable checkpoint is read again from its first offset;
 3. the plans go to the sink once, then records from those end offsets on, batch by batch.
 
+The consumer thread, its retries and the bounded hand-over to the event loop are
+:class:`~mesaya_realtime.infrastructure.kafka_reader.KafkaReader`'s, shared with the event source.
+
 Without Kafka (``KAFKA_ENABLED=false``: the demo, one node) :class:`InProcessSelectionLog`
 hands each record straight back, in order, with the same port.
 """
@@ -43,7 +46,7 @@ from mesaya_realtime.domain.selection import (
     plan_replay,
     record_key,
 )
-from mesaya_realtime.infrastructure.kafka_consumer import fetch_batch
+from mesaya_realtime.infrastructure.kafka_reader import KafkaReader
 
 __all__ = ["InProcessSelectionLog", "KafkaSelectionConfig", "KafkaSelectionLog"]
 
@@ -111,27 +114,34 @@ class KafkaSelectionConfig:
     read_timeout: float = 60.0
 
 
-class KafkaSelectionLog:
+_Delivery = Callable[[SelectionSink], None]
+
+
+class KafkaSelectionLog(KafkaReader[_Delivery]):
     """The shared selection log on a Kafka topic (see the module docstring)."""
 
+    name = "selection-log"
+
     def __init__(self, config: KafkaSelectionConfig) -> None:
+        super().__init__(
+            config.brokers,
+            config.group_id,
+            batch_size=config.batch_size,
+            poll_timeout=config.poll_timeout,
+            max_pending=config.max_pending_batches,
+        )
         self.config = config
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._sink: SelectionSink | None = None
-        self._stop = threading.Event()
-        self._window = threading.BoundedSemaphore(config.max_pending_batches)
         self._producer: Producer | None = None
-        self._threads: list[threading.Thread] = []
+        self._producer_thread: threading.Thread | None = None
         self._partitions: tuple[int, ...] = ()
         self._positions: dict[int, int] = {}
         self._bootstrapped = False
-        self._connected = False
-        self._last_error = ""
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, sink: SelectionSink) -> None:
         self._sink = sink
-        self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._producer = Producer(
             {
                 "bootstrap.servers": self.config.brokers,
@@ -147,19 +157,20 @@ class KafkaSelectionLog:
                 "log_level": 3,
             }
         )
-        for target, name in ((self._poll_producer, "selection-producer"), (self._run, "selection-log")):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self._producer_thread = threading.Thread(
+            target=self._poll_producer, name="selection-producer", daemon=True
+        )
+        self._producer_thread.start()
+        self.start_reading(loop)
 
     async def stop(self) -> None:
         producer = self._producer
         loop = asyncio.get_running_loop()
         if producer is not None:
             await loop.run_in_executor(None, producer.flush, 5.0)
-        self._stop.set()
-        for thread in self._threads:
-            await loop.run_in_executor(None, thread.join, 10.0)
+        await self.stop_reading()
+        if self._producer_thread is not None:
+            await loop.run_in_executor(None, self._producer_thread.join, 10.0)
         self._producer = None
 
     def streams(self) -> tuple[str, ...]:
@@ -223,55 +234,22 @@ class KafkaSelectionLog:
                 log.exception("selection producer poll failed")
                 self._stop.wait(0.5)
 
-    def _on_error(self, error: KafkaError) -> None:
-        self._last_error = str(error)
-        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
-            if self._connected:
-                log.warning("selection log: kafka connection lost", extra={"error": str(error)})
-            self._connected = False
-        if error.fatal():
-            log.error("selection log: fatal kafka error", extra={"error": str(error)})
-
     # -- consuming -------------------------------------------------------------------------
-    def _make_consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.config.brokers,
-                "group.id": self.config.group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 50,
-                "fetch.queue.backoff.ms": 5,
-                "reconnect.backoff.ms": 100,
-                "reconnect.backoff.max.ms": 2000,
-                "socket.keepalive.enable": True,
-                "error_cb": self._on_error,
-                "log_level": 3,
-            }
-        )
+    def _consumer_settings(self) -> dict[str, Any]:
+        return {
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+        }
 
-    def _run(self) -> None:
-        backoff = 0.5
-        while not self._stop.is_set():
-            consumer: Consumer | None = None
-            try:
-                consumer = self._make_consumer()
-                if not self._bootstrapped:
-                    self._bootstrap(consumer)
-                self._consume(consumer)
-                backoff = 0.5
-            except Exception as error:
-                self._connected = False
-                self._last_error = str(error)
-                log.warning("selection log error; retrying", extra={"error": str(error), "backoff": backoff})
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-            finally:
-                if consumer is not None:
-                    with contextlib.suppress(Exception):
-                        consumer.close()
+    def _read(self, consumer: Consumer) -> None:
+        if not self._bootstrapped:
+            self._bootstrap(consumer)
+        self._consume(consumer)
+
+    def _deliver(self, item: _Delivery) -> None:
+        if self._sink is not None:
+            item(self._sink)
 
     def _ensure_topic(self) -> tuple[int, ...]:
         """The topic's partitions, creating the topic when it is missing."""
@@ -305,7 +283,7 @@ class KafkaSelectionLog:
     def _bootstrap(self, consumer: Consumer) -> None:
         topic = self.config.topic
         partitions = self._ensure_topic()
-        self._connected = True
+        self._set_connected(True)
         since = round((time.time() - self.config.replay_window) * 1000)
         found = consumer.offsets_for_times(
             [TopicPartition(topic, p, since) for p in partitions], timeout=10.0
@@ -317,7 +295,7 @@ class KafkaSelectionLog:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10.0)
             lows[partition], ends[partition] = low, high
             starts[partition] = high if located.offset < 0 else max(low, located.offset)
-        read = self._read(consumer, {p: (starts[p], ends[p]) for p in partitions})
+        read = self._read_ranges(consumer, {p: (starts[p], ends[p]) for p in partitions})
         replays: dict[int, StreamReplay] = {}
         again: dict[int, tuple[int, int]] = {}
         for partition in partitions:
@@ -335,7 +313,7 @@ class KafkaSelectionLog:
                 replays[partition] = plan
         if again:
             log.info("selection log: no checkpoint in the window, reading from the start")
-            for partition, entries in self._read(consumer, again).items():
+            for partition, entries in self._read_ranges(consumer, again).items():
                 low, end = again[partition]
                 plan = plan_replay(str(partition), entries, low, end, from_log_start=True)
                 if plan is not None:
@@ -350,7 +328,9 @@ class KafkaSelectionLog:
             extra={"topic": topic, "records": sum(len(r.entries) for r in replays.values())},
         )
 
-    def _read(self, consumer: Consumer, ranges: dict[int, tuple[int, int]]) -> dict[int, list[LogEntry]]:
+    def _read_ranges(
+        self, consumer: Consumer, ranges: dict[int, tuple[int, int]]
+    ) -> dict[int, list[LogEntry]]:
         """The records of each partition in ``[start, end)``."""
         topic = self.config.topic
         result: dict[int, list[LogEntry]] = {partition: [] for partition in ranges}
@@ -406,15 +386,10 @@ class KafkaSelectionLog:
         topic = self.config.topic
         consumer.assign([TopicPartition(topic, p, offset) for p, offset in self._positions.items()])
         consumer.list_topics(topic, timeout=10.0)  # raises while no broker answers
-        self._connected = True
+        self._set_connected(True)
         while not self._stop.is_set():
             entries: list[LogEntry] = []
-            for message in fetch_batch(consumer, self.config.batch_size, self.config.poll_timeout):
-                problem = message.error()
-                if problem is not None:
-                    if problem.code() != KafkaError._PARTITION_EOF:
-                        self._last_error = str(problem)
-                    continue
+            for message in self._fetch(consumer):
                 partition = message.partition() or 0
                 offset = message.offset() or 0
                 if offset < self._positions.get(partition, 0):
@@ -424,35 +399,13 @@ class KafkaSelectionLog:
                 if entry is not None:
                     entries.append(entry)
             if entries:
-                self._connected = True
+                self._set_connected(True)
                 self._hand_over(_deliver_entries(entries))
 
-    def _hand_over(self, deliver: Callable[[SelectionSink], None]) -> None:
-        while not self._window.acquire(timeout=0.5):
-            if self._stop.is_set():
-                return
 
-        def run() -> None:
-            try:
-                if self._sink is not None:
-                    deliver(self._sink)
-            finally:
-                self._window.release()
-
-        loop = self._loop
-        if loop is None:
-            self._window.release()
-            return
-        try:
-            loop.call_soon_threadsafe(run)
-        except RuntimeError:  # the loop is closed: shutting down
-            self._window.release()
-            self._stop.set()
-
-
-def _deliver_entries(entries: list[LogEntry]) -> Callable[[SelectionSink], None]:
+def _deliver_entries(entries: list[LogEntry]) -> _Delivery:
     return lambda sink: sink.entries(entries)
 
 
-def _deliver_bootstrap(replays: list[StreamReplay]) -> Callable[[SelectionSink], None]:
+def _deliver_bootstrap(replays: list[StreamReplay]) -> _Delivery:
     return lambda sink: sink.bootstrap(replays)

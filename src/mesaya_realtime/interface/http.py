@@ -10,8 +10,8 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import HttpVersion11, web
 
@@ -19,13 +19,7 @@ from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
 from mesaya_realtime.application.usecases.hub import Hub
-from mesaya_realtime.application.usecases.sessions import (
-    Session,
-    base_topics,
-    connected_message,
-)
-from mesaya_realtime.domain.catalogue import EntitySpec
-from mesaya_realtime.domain.messages import Message, encode
+from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
 from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
@@ -49,8 +43,8 @@ class GatewayServices:
     connect: ConnectUseCase
     commands: CommandService
     hub: Hub
+    sockets: SocketLifecycle
     metrics: Metrics
-    allowed_actions: tuple[str, ...]
     max_message_bytes: int
     send_buffer_bytes: int
     heartbeat: float
@@ -61,10 +55,6 @@ class GatewayServices:
     allowed_origins: frozenset[str] = frozenset()
     #: Open sockets this node accepts at most (0: no limit); past it, 503.
     max_connections: int = 0
-    #: Messages a session gets right after ``system.connected`` (e.g. current selections).
-    on_join: list[Callable[[Session], list[Message]]] = field(default_factory=list)
-    on_leave: list[Callable[[Session], Awaitable[None]]] = field(default_factory=list)
-    topic_cache: dict[str, tuple[list[str], frozenset[str]]] = field(default_factory=dict)
 
 
 def _token_from(request: web.Request) -> str:
@@ -83,15 +73,6 @@ def _token_from(request: web.Request) -> str:
 def _reject(services: GatewayServices, status: int, message: str) -> web.Response:
     services.metrics.handshake_rejected(status)
     return web.json_response({"message": message}, status=status)
-
-
-def _entity_topics(services: GatewayServices, spec: EntitySpec) -> tuple[list[str], frozenset[str]]:
-    """An entity's starting topics, computed once and shared by all its sockets."""
-    found = services.topic_cache.get(spec.name)
-    if found is None:
-        topics = base_topics(spec.name, (*services.allowed_actions, *spec.socket_actions))
-        found = services.topic_cache[spec.name] = (topics, frozenset(topics))
-    return found
 
 
 async def entity_socket(request: web.Request) -> web.StreamResponse:
@@ -141,20 +122,8 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         services.metrics,
     )
     _require_masked_frames(request, connection, services)
-    topics, topic_set = _entity_topics(services, spec)
-    session = Session(
-        connection=connection,
-        principal=principal,
-        entity=spec,
-        section=section,
-        topics=topic_set,
-    )
-    services.hub.add(session)
+    session = services.sockets.open(connection, principal, spec, section)
     try:
-        connection.send(encode(connected_message(session, topics)))
-        for hook in services.on_join:
-            for message in hook(session):
-                connection.send(encode(message))
         await serve_session(
             ws,
             session,
@@ -165,12 +134,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
             request.app[EXPIRIES],
         )
     finally:
-        services.hub.remove(session)
-        for leave in services.on_leave:
-            try:
-                await leave(session)
-            except Exception:
-                log.exception("leave hook failed")
+        await services.sockets.close(session)
         # aiohttp keeps the heartbeat's data callback (a bound method of ``ws``) on the
         # protocol after the socket ends: protocol -> ws -> request -> protocol, a cycle that
         # only a full collection frees. Dropped here, a closed socket's objects go at once.

@@ -209,6 +209,7 @@ async def _answer(
 ) -> None:
     """Run one command, wait for the reply before it, then send this reply."""
     reply: Message | None
+    principal = session.principal
     if isinstance(parsed, Message):
         reply = parsed
     else:
@@ -219,11 +220,11 @@ async def _answer(
             reply = error_message(session.entity.name, session.section, "unknown", "internal error")
     if previous is not None and not previous.done():
         await asyncio.wait((previous,))
+    if session.principal is not principal and isinstance(session.connection, SocketConnection):
+        # The command renewed the token, which may expire where the old one did not: watch
+        # it (the socket keeps one heap entry; see ExpiryHeap.watch).
+        expiries.watch(session, session.connection)
     if reply is not None:
-        if reply.topic == "system.authenticated" and isinstance(session.connection, SocketConnection):
-            # A renewed token may expire where the old one did not: watch it (an entry already
-            # there re-checks the principal when it comes up, so a duplicate is harmless).
-            expiries.watch(session, session.connection)
         session.connection.send(encode(reply))
 
 

@@ -1,16 +1,24 @@
-"""Client commands on an entity socket: the envelope, the action table, the replies.
+"""Client commands on an entity socket: the envelope, the command table, the replies.
 
 A frame is ``{"action": str, "topic"?: str, "payload"?: any}``. The reply to a command goes
 to the asking socket only: a list/detail message, ``system.pong``, or ``<entity>.error``.
+
+Every action of a socket kind is named once, in its :class:`Command` table (built once per
+entity, from the catalogue and the features' actions). A command has an async ``run`` and,
+where it can often answer without waiting (ping, subscriptions, cache hits), a ``now`` that
+returns the reply or :data:`LATER`; the socket's read loop tries ``now`` first and saves a
+task per answered command (interface/websocket.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from mesaya_realtime.application.ports.auth import TokenVerifier
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.features import ActionHandler, Feature
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import (
     Session,
@@ -21,6 +29,7 @@ from mesaya_realtime.application.usecases.sessions import (
     pong_message,
 )
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
+from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import (
     AuthError,
     CommandError,
@@ -30,10 +39,7 @@ from mesaya_realtime.domain.errors import (
 from mesaya_realtime.domain.messages import Message
 from mesaya_realtime.domain.queries import DetailQuery, ListQuery
 
-__all__ = ["AUTHENTICATE_ACTIONS", "LATER", "ActionHandler", "CommandService", "Envelope"]
-
-#: An extra action: given the session and the raw payload, the reply (or None for none).
-ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+__all__ = ["AUTHENTICATE_ACTIONS", "LATER", "ActionHandler", "Command", "CommandService", "Envelope"]
 
 #: What :meth:`CommandService.answer_now` returns when the command must be awaited.
 LATER = object()
@@ -68,14 +74,32 @@ class Envelope:
         return cls(action.strip().lower(), (topic or "").strip(), frame.get("payload"))
 
 
+Reply = Message | None
+#: The sync fast path: the reply, or :data:`LATER` when the command must be awaited.
+NowFn = Callable[[Session, Envelope], "Reply | object"]
+RunFn = Callable[[Session, Envelope], Awaitable[Reply]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One action of a socket kind's table."""
+
+    #: The metrics label (``list``, ``detail``, ``ping``, ``subscribe``, ``extra`` ...).
+    kind: str
+    run: RunFn
+    now: NowFn | None = None
+    #: ``metadata.action`` of an error reply; empty: the action as sent.
+    error_label: str = ""
+
+
 class CommandService:
-    """Turns one command into its reply. Knows every action of every catalogue entity."""
+    """Turns one command into its reply, from the command table of the socket's entity."""
 
     def __init__(
         self,
         snapshots: SnapshotService,
         metrics: Metrics | None = None,
-        extra_actions: Mapping[str, Mapping[str, ActionHandler]] | None = None,
+        features: Sequence[Feature] = (),
         verifier: TokenVerifier | None = None,
         guard: OwnershipGuard | None = None,
         max_topics: int = 64,
@@ -88,96 +112,120 @@ class CommandService:
         #: must own the section before the socket receives the restaurant's private events).
         self.guard = guard
         self.metrics = metrics or NullMetrics()
-        self.extra_actions = extra_actions or {}
+        merged: dict[str, dict[str, ActionHandler]] = {}
+        for feature in features:
+            for entity, handlers in feature.actions().items():
+                merged.setdefault(entity, {}).update(handlers)
+        self.extra_actions = merged
+        self._tables: dict[str, dict[str, Command]] = {}
+        self._unknown = Command("unknown", self._run_unknown, self._now_unknown, "unknown")
+
+    # -- the table ---------------------------------------------------------------------------
+    def table(self, spec: EntitySpec) -> dict[str, Command]:
+        """The entity's command table, built on first use."""
+        found = self._tables.get(spec.name)
+        if found is None:
+            found = self._tables[spec.name] = self._build_table(spec)
+        return found
+
+    def _build_table(self, spec: EntitySpec) -> dict[str, Command]:
+        table: dict[str, Command] = {}
+        for name, handler in self.extra_actions.get(spec.name, {}).items():
+            table[name] = Command("extra", _extra(handler))
+        for name in spec.detail_actions:
+            table[name] = Command("detail", self._run_detail, self._now_detail, "detail")
+        for name in spec.list_actions:
+            table[name] = Command("list", self._run_list, self._now_list, "list")
+        if self.verifier is not None:
+            for name in AUTHENTICATE_ACTIONS:
+                table[name] = Command("authenticate", self._run_authenticate)
+        table["ping"] = Command("ping", _later(_pong), _pong, "ping")
+        for name in ("subscribe", "unsubscribe"):
+            table[name] = Command(name, _later(self._subscription), self._subscription, name)
+        return table
+
+    def command(self, session: Session, action: str) -> Command:
+        return self.table(session.entity).get(action, self._unknown)
 
     def kind_of(self, session: Session, action: str) -> str:
-        """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``extra`` or ``unknown``."""
-        spec = session.entity
-        if action in ("ping", "subscribe", "unsubscribe"):
-            return action
-        if action in AUTHENTICATE_ACTIONS and self.verifier is not None:
-            return "authenticate"
-        if action in spec.list_actions:
-            return "list"
-        if action in spec.detail_actions:
-            return "detail"
-        if action in self.extra_actions.get(spec.name, {}):
-            return "extra"
-        return "unknown"
+        """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``authenticate``,
+        ``extra`` or ``unknown``."""
+        return self.command(session, action).kind
 
+    # -- answering ---------------------------------------------------------------------------
     def answer_now(self, session: Session, envelope: Envelope) -> Message | object | None:
         """The reply when it needs no waiting (ping, subscriptions, refusals, cache hits),
         else :data:`LATER`: then ``await handle(...)``. Saves a task per cached command."""
-        spec = session.entity
-        kind = self.kind_of(session, envelope.action)
-        if kind not in ("ping", "subscribe", "unsubscribe", "list", "detail", "unknown"):
+        command = self.command(session, envelope.action)
+        if command.now is None:
             return LATER
         try:
-            if kind == "ping":
-                return pong_message()
-            if kind in ("subscribe", "unsubscribe"):
-                return self._subscription(session, kind, envelope.topic)
-            if kind == "unknown":
-                raise UnsupportedAction()
-            if kind == "list":
-                query = ListQuery.from_payload(envelope.payload)
-                data = self.snapshots.cached_list(spec, session.principal, session.section, query)
-                if data is None:
-                    return LATER
-                session.list_query = query
-                reply = list_message(spec.name, session.section, query, data)
-            else:
-                detail = DetailQuery.from_payload(envelope.payload)
-                data = self.snapshots.cached_detail(spec, session.principal, detail.resource_id)
-                if data is None:
-                    return LATER
-                session.remember_detail(detail.resource_id)
-                reply = detail_message(spec, session.section, detail.resource_id, data)
+            reply = command.now(session, envelope)
         except CommandError as error:
-            self.metrics.command(spec.name, kind, "error")
-            return error_message(spec.name, session.section, kind, error.reason)
-        self.metrics.command(spec.name, kind, "ok")
+            return self._refused(session, command, envelope, error)
+        if reply is not LATER:
+            self.metrics.command(session.entity.name, command.kind, "ok")
         return reply
 
     async def handle(self, session: Session, envelope: Envelope) -> Message | None:
         """The reply to one command, or None when the command has none."""
-        spec = session.entity
-        action = envelope.action
-        kind = self.kind_of(session, action)
+        command = self.command(session, envelope.action)
         try:
-            if kind == "ping":
-                return pong_message()
-            if kind in ("subscribe", "unsubscribe"):
-                return self._subscription(session, kind, envelope.topic)
-            if kind == "authenticate":
-                renewed = await self._authenticate(session, envelope.payload)
-                self.metrics.command(spec.name, kind, "ok")
-                return renewed
-            if kind == "list":
-                query = ListQuery.from_payload(envelope.payload)
-                session.list_query = query
-                data = await self.snapshots.get_list(spec, session.principal, session.section, query)
-                reply: Message | None = list_message(spec.name, session.section, query, data)
-            elif kind == "detail":
-                detail = DetailQuery.from_payload(envelope.payload)
-                data = await self.snapshots.get_detail(spec, session.principal, detail.resource_id)
-                session.remember_detail(detail.resource_id)
-                reply = detail_message(spec, session.section, detail.resource_id, data)
-            elif kind == "extra":
-                reply = await self.extra_actions[spec.name][action](session, envelope.payload)
-            else:
-                raise UnsupportedAction()
+            reply = await command.run(session, envelope)
         except CommandError as error:
-            self.metrics.command(spec.name, kind, "error")
-            label = kind if kind in ("list", "detail", "unknown") else action
-            return error_message(spec.name, session.section, label, error.reason)
-        self.metrics.command(spec.name, kind, "ok")
+            return self._refused(session, command, envelope, error)
+        self.metrics.command(session.entity.name, command.kind, "ok")
         return reply
 
-    async def _authenticate(self, session: Session, payload: object) -> Message:
+    def _refused(
+        self, session: Session, command: Command, envelope: Envelope, error: CommandError
+    ) -> Message:
+        self.metrics.command(session.entity.name, command.kind, "error")
+        label = command.error_label or envelope.action
+        return error_message(session.entity.name, session.section, label, error.reason)
+
+    # -- the commands ------------------------------------------------------------------------
+    @staticmethod
+    def _now_unknown(session: Session, envelope: Envelope) -> Reply:
+        raise UnsupportedAction()
+
+    @staticmethod
+    async def _run_unknown(session: Session, envelope: Envelope) -> Reply:
+        raise UnsupportedAction()
+
+    def _now_list(self, session: Session, envelope: Envelope) -> Reply | object:
+        query = ListQuery.from_payload(envelope.payload)
+        data = self.snapshots.cached_list(session.entity, session.principal, session.section, query)
+        if data is None:
+            return LATER
+        session.list_query = query
+        return list_message(session.entity.name, session.section, query, data)
+
+    async def _run_list(self, session: Session, envelope: Envelope) -> Reply:
+        query = ListQuery.from_payload(envelope.payload)
+        session.list_query = query
+        data = await self.snapshots.get_list(session.entity, session.principal, session.section, query)
+        return list_message(session.entity.name, session.section, query, data)
+
+    def _now_detail(self, session: Session, envelope: Envelope) -> Reply | object:
+        detail = DetailQuery.from_payload(envelope.payload)
+        data = self.snapshots.cached_detail(session.entity, session.principal, detail.resource_id)
+        if data is None:
+            return LATER
+        session.remember_detail(detail.resource_id)
+        return detail_message(session.entity, session.section, detail.resource_id, data)
+
+    async def _run_detail(self, session: Session, envelope: Envelope) -> Reply:
+        detail = DetailQuery.from_payload(envelope.payload)
+        data = await self.snapshots.get_detail(session.entity, session.principal, detail.resource_id)
+        session.remember_detail(detail.resource_id)
+        return detail_message(session.entity, session.section, detail.resource_id, data)
+
+    async def _run_authenticate(self, session: Session, envelope: Envelope) -> Reply:
         """Swap the socket's token for a fresher one of the same user (same entity and
         tenant rules as the handshake)."""
         assert self.verifier is not None
+        payload = envelope.payload
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token.strip() or len(token) > 16_384:
             raise InvalidPayload()
@@ -201,26 +249,44 @@ class CommandService:
             self.guard.join(session)
         return reply
 
-    def _subscription(self, session: Session, kind: str, topic: str) -> Message | None:
+    def _subscription(self, session: Session, envelope: Envelope) -> Reply:
         """Subscribe/unsubscribe, limited to the socket's own entity's topics."""
         spec = session.entity
+        subscribe = envelope.action == "subscribe"
+        topic = envelope.topic
         if not topic.startswith(f"{spec.name}.") or len(topic) > _MAX_ACTION:
-            self.metrics.command(spec.name, kind, "error")
-            return error_message(spec.name, session.section, kind, "topic not allowed")
-        if (kind == "subscribe") == (topic in session.topics):
-            self.metrics.command(spec.name, kind, "ok")
+            raise CommandError("topic not allowed")
+        if subscribe == (topic in session.topics):
             return None  # already so: nothing to change
-        if kind == "subscribe" and len(session.topics) >= self.max_topics:
-            self.metrics.command(spec.name, kind, "error")
-            return error_message(spec.name, session.section, kind, "too many topics")
+        if subscribe and len(session.topics) >= self.max_topics:
+            raise CommandError("too many topics")
         # The entity's shared set is copied once, on the socket's first change; after that the
         # socket's own set changes in place (O(1) per command).
         topics = session.topics if session.own_topics else set(session.topics)
         assert isinstance(topics, set)
-        if kind == "subscribe":
+        if subscribe:
             topics.add(topic)
         else:
             topics.discard(topic)
         session.topics, session.own_topics = topics, True
-        self.metrics.command(spec.name, kind, "ok")
         return None
+
+
+def _pong(session: Session, envelope: Envelope) -> Reply:
+    return pong_message()
+
+
+def _later(now: Callable[[Session, Envelope], Reply]) -> RunFn:
+    """The async path of a command that never waits."""
+
+    async def run(session: Session, envelope: Envelope) -> Reply:
+        return now(session, envelope)
+
+    return run
+
+
+def _extra(handler: ActionHandler) -> RunFn:
+    async def run(session: Session, envelope: Envelope) -> Reply:
+        return await handler(session, envelope.payload)
+
+    return run

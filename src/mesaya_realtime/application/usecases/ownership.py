@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.ports.ownership import OwnershipSource
+from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.sessions import WILDCARD_SECTION, Session
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import AccessDenied, OwnershipUnavailable
@@ -57,7 +58,7 @@ class _Entry:
     expires_at: float
 
 
-class OwnershipGuard:
+class OwnershipGuard(Feature):
     """Answers "does this principal own this section?" and keeps open sockets honest."""
 
     def __init__(

@@ -31,7 +31,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from mesaya_realtime.application.ports.selection import (
     SelectionLog,
     SelectionLogUnavailable,
 )
+from mesaya_realtime.application.usecases.features import ActionHandler, Feature
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.sessions import Session
 from mesaya_realtime.domain.catalogue import EntitySpec
@@ -85,8 +86,6 @@ TOO_FAST = "too many requests"
 NEEDS_SECTION = "table selection needs a section"
 UNAVAILABLE = "table selection unavailable"
 TIMED_OUT = "table selection timed out"
-
-ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +146,10 @@ class _Bucket:
         self.stamp = stamp
 
 
-class SelectionService:
+class SelectionService(Feature):
     """Selection commands of tables sockets and the node's share of the log upkeep."""
+
+    readiness_key = "selections"
 
     def __init__(
         self,
@@ -194,14 +195,14 @@ class SelectionService:
         self._ready_at = 0.0
 
     # -- wiring ------------------------------------------------------------------------------
-    def actions(self) -> dict[str, ActionHandler]:
-        """The command table to register for the tables entity."""
+    def actions(self) -> dict[str, dict[str, ActionHandler]]:
+        """The actions this feature adds to the tables sockets' command table."""
         handlers: dict[str, ActionHandler] = {}
         for action in SELECT_ACTIONS:
             handlers[action] = self.select
         for action in RELEASE_ACTIONS:
             handlers[action] = self.release
-        return handlers
+        return {self.spec.name: handlers}
 
     @property
     def ready(self) -> bool:

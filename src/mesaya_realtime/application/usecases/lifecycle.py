@@ -1,0 +1,71 @@
+"""A socket's life in the application: open (session, hub, greeting, features), close.
+
+The interface adapts its framework to this (interface/http.py builds the connection, runs the
+read loop and calls :meth:`SocketLifecycle.close` however the socket ends); everything a
+socket kind does on open and close is here, with the features' hooks in their list order
+(usecases/features.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+from mesaya_realtime.application.ports.connections import Connection
+from mesaya_realtime.application.usecases.features import Feature
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.sessions import Session, base_topics, connected_message
+from mesaya_realtime.domain.catalogue import EntitySpec
+from mesaya_realtime.domain.identity import Principal
+
+__all__ = ["SocketLifecycle"]
+
+log = logging.getLogger(__name__)
+
+
+class SocketLifecycle:
+    """Opens and closes the sockets of entity sessions."""
+
+    def __init__(self, hub: Hub, features: Sequence[Feature], allowed_actions: Iterable[str]) -> None:
+        self.hub = hub
+        self.features = tuple(features)
+        self.allowed_actions = tuple(allowed_actions)
+        #: An entity's starting topics, computed once and shared by all its sockets.
+        self._topics: dict[str, tuple[list[str], frozenset[str]]] = {}
+
+    def _starting_topics(self, spec: EntitySpec) -> tuple[list[str], frozenset[str]]:
+        found = self._topics.get(spec.name)
+        if found is None:
+            topics = base_topics(spec.name, (*self.allowed_actions, *spec.socket_actions))
+            found = self._topics[spec.name] = (topics, frozenset(topics))
+        return found
+
+    def open(self, connection: Connection, principal: Principal, spec: EntitySpec, section: str) -> Session:
+        """The session of a socket just upgraded: in the hub, greeted, the features told."""
+        topics, topic_set = self._starting_topics(spec)
+        session = Session(
+            connection=connection,
+            principal=principal,
+            entity=spec,
+            section=section,
+            topics=topic_set,
+        )
+        self.hub.add(session)
+        try:
+            session.send(connected_message(session, topics))
+            for feature in self.features:
+                for message in feature.join(session):
+                    session.send(message)
+        except BaseException:
+            self.hub.remove(session)
+            raise
+        return session
+
+    async def close(self, session: Session) -> None:
+        """The socket ended: out of the hub first (it receives nothing more), then the hooks."""
+        self.hub.remove(session)
+        for feature in self.features:
+            try:
+                await feature.leave(session)
+            except Exception:
+                log.exception("leave hook failed", extra={"feature": type(feature).__name__})
