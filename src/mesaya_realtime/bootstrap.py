@@ -52,6 +52,9 @@ __all__ = ["EventSource", "Gateway", "build_gateway", "build_verifier"]
 
 log = logging.getLogger(__name__)
 
+#: aiohttp's ``timeout_ceil_threshold``: no timer of the gateway is rounded up (see start()).
+_NO_TIMER_ROUNDING = 1e12
+
 
 class EventSource(Protocol):
     def start(self) -> None: ...
@@ -142,6 +145,10 @@ class Gateway:
             handle_signals=False,
             access_log=None,
             keepalive_timeout=self.settings.ws_handshake_timeout,
+            # aiohttp rounds every timer longer than this up to a whole second (5 s by default),
+            # heartbeats included: the pings of thousands of sockets then fire in one loop
+            # turn, once a second (the soak's stalls of 100-230 ms). Exact deadlines spread them.
+            timeout_ceil_threshold=_NO_TIMER_ROUNDING,
         )
         await self._runner.setup()
         site = web.TCPSite(
