@@ -91,7 +91,11 @@ async def demo(port: int, host: str, interval: float) -> None:
         f"  sections: {', '.join(DEMO_SECTIONS)}; a table changes status every {interval:g}s\n\n"
         "Connect and list the tables of a section:\n"
         f"  npx wscat -c ws://{shown_host}:{gateway.port}/ws/tables/main-hall/{token}\n"
-        '  > {"action":"list_tables"}\n',
+        '  > {"action":"list_tables"}\n\n'
+        "The notifications bell (every section's events), and a payment push to it:\n"
+        f"  npx wscat -c 'ws://{shown_host}:{gateway.port}/ws/notifications?token={token}'\n"
+        f"  curl -X POST http://{shown_host}:{gateway.port}/broadcast -H 'Authorization: Bearer {token}' \\\n"
+        '       -d \'{"event":"payment.approved","reservation_id":"res-1","user_id":"demo-user"}\'\n',
         flush=True,
     )
     try:

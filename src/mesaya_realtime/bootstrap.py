@@ -20,11 +20,14 @@ from mesaya_realtime.application.handlers.events import (
     EventIngest,
     Record,
 )
+from mesaya_realtime.application.ports.push import PushChannel
+from mesaya_realtime.application.usecases.broadcast import BroadcastService
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
 from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
+from mesaya_realtime.application.usecases.notifications import NotificationFeed
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
 from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
@@ -38,6 +41,7 @@ from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_pu
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
 from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
 from mesaya_realtime.infrastructure.ownership_client import RestOwnershipSource
+from mesaya_realtime.infrastructure.push_channel import InProcessPushChannel, KafkaPushChannel
 from mesaya_realtime.infrastructure.rest_client import RestSnapshotClient
 from mesaya_realtime.infrastructure.selection_log import (
     InProcessSelectionLog,
@@ -82,6 +86,19 @@ def build_verifier(settings: Settings) -> JwtVerifier:
         audience=settings.jwt_audience or None,
         require_exp=settings.jwt_require_exp,
     )
+
+
+def check_own_topics(settings: Settings, mapping: dict[str, str]) -> None:
+    """The gateway's own topics are neither the platform's nor each other."""
+    own = {
+        "TABLE_SELECTION_TOPIC": settings.table_selection_topic,
+        "BROADCAST_TOPIC": settings.broadcast_topic,
+    }
+    for name, topic in own.items():
+        if topic in mapping:
+            raise ConfigError(f"invalid configuration: {name}: {topic!r} is one of the platform's topics")
+    if settings.table_selection_topic == settings.broadcast_topic:
+        raise ConfigError("invalid configuration: TABLE_SELECTION_TOPIC and BROADCAST_TOPIC must differ")
 
 
 def topic_entities(settings: Settings, catalogue: Catalogue) -> dict[str, str]:
@@ -201,6 +218,7 @@ def build_gateway(
     metrics = PrometheusMetrics()
     verifier = build_verifier(settings)
     mapping = topic_entities(settings, catalogue)
+    check_own_topics(settings, mapping)
     if catalogue.resolve(settings.ws_default_entity) is None:
         raise ConfigError(
             "invalid configuration: WS_DEFAULT_ENTITY: "
@@ -226,8 +244,17 @@ def build_gateway(
         metrics=metrics,
     )
     selections = build_selections(settings, hub, catalogue)
+    notifications = NotificationFeed(hub, guard, metrics, refresh=settings.ownership_cache_ttl)
+    channel: PushChannel
+    if settings.kafka_enabled:
+        channel = KafkaPushChannel(settings.broker_list, settings.broadcast_topic)
+    else:
+        channel = in_process = InProcessPushChannel()
+    broadcasts = BroadcastService(channel, notifications, metrics)
+    if not settings.kafka_enabled:
+        in_process.deliver = broadcasts.deliver
     #: The one list of features: hooks run in this order (the tenant check first).
-    features: list[Feature] = [guard, selections]
+    features: list[Feature] = [guard, selections, notifications, broadcasts]
     commands = CommandService(
         snapshots,
         metrics,
@@ -250,12 +277,15 @@ def build_gateway(
             allowed_actions=frozenset(settings.allowed_actions),
             metrics=metrics,
             refresher=refresher,
-        )
+        ),
+        also=[handler for feature in features if (handler := feature.event_handler()) is not None],
     )
-    ingest = EventIngest(dispatcher, catalogue, mapping, metrics)
+    # The gateway's own topic of pushes is read by the same consumer as the platform's.
+    routes = {settings.broadcast_topic: lambda record: broadcasts.deliver(record.value)}
+    ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes)
 
     if source_factory is None and settings.kafka_enabled:
-        topics = tuple(dict.fromkeys(mapping))
+        topics = (*dict.fromkeys(mapping), settings.broadcast_topic)
 
         def kafka_factory(on_batch: Callable[[list[Record]], None]) -> EventSource:
             return KafkaEventSource(
@@ -286,6 +316,10 @@ def build_gateway(
         max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
+        notifications=notifications,
+        broadcasts=broadcasts,
+        broadcast_secret=settings.broadcast_secret,
+        broadcast_admin_tokens=settings.broadcast_admin_tokens,
     )
     app = create_app(services)
     gateway = Gateway(

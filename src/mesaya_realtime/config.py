@@ -145,6 +145,12 @@ class Settings(BaseSettings):
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     ws_allowed_origins: str = ""
 
+    # The payment push (POST /broadcast, docs/WEBSOCKET_ENDPOINTS.md "The payment push"): who
+    # may call it, and the gateway's own topic that carries pushes to every node.
+    broadcast_secret: str = ""
+    broadcast_admin_tokens: bool = True
+    broadcast_topic: str = Field(default="mesaya-realtime.broadcasts", min_length=1)
+
     node_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
 
     # Table selection (docs/ARCHITECTURE.md#table-selection): the shared log topic, the hold TTL,
@@ -191,7 +197,7 @@ class Settings(BaseSettings):
     def _duration(cls, value: object) -> float:
         return parse_duration(value)
 
-    @field_validator("rest_base_url", "jwt_secret", "jwt_public_key", mode="before")
+    @field_validator("rest_base_url", "jwt_secret", "jwt_public_key", "broadcast_secret", mode="before")
     @classmethod
     def _strip_quotes(cls, value: object) -> object:
         return _unquote(value)

@@ -210,7 +210,7 @@ async def test_metrics_expose_events_deliveries_sockets_cache_and_lag(
     readiness = orjson.loads(body)
     assert readiness["ready"] is True
     assert readiness["events"]["connected"] is True
-    assert readiness["events"]["partitions"] == 3
+    assert readiness["events"]["partitions"] == 3 + 3  # and the gateway's own push topic
     assert readiness["events"]["missingTopics"] == []
 
     before = scrape(gateway.url)
@@ -409,7 +409,7 @@ async def test_a_gateway_started_without_kafka_serves_commands_and_picks_events_
         await asyncio.to_thread(kafka_local, LATE_BROKER_PORT, "start")
         ready = orjson.loads(await wait_status(gateway.url + "/ready", 200, timeout=120))
         assert ready["events"]["connected"] is True
-        assert ready["events"]["partitions"] == 39
+        assert ready["events"]["partitions"] == 14 * 3  # 13 platform topics, 1 of pushes
         assert scrape(gateway.url).value("mesaya_consumer_up") == 1
 
         producer = EventProducer(brokers)

@@ -33,7 +33,8 @@ async def test_two_gateways_on_one_broker_each_deliver_to_their_entitled_clients
         )
         for _ in range(2)
     ]
-    partitions = partition_count(kafka_brokers, PLATFORM_TOPICS)
+    # the platform's topics, and the gateway's own topic of payment pushes (same consumer)
+    partitions = partition_count(kafka_brokers, (*PLATFORM_TOPICS, "mesaya-realtime.broadcasts"))
     for node in nodes:
         status, body = http_get(node.url + "/ready")
         assert status == 200

@@ -267,5 +267,9 @@ async def test_unknown_methods_and_paths_answer_json(gateway: GatewayProcess) ->
         assert (response.status, await response.json()) == (405, {"message": "Method Not Allowed"})
         response = await http.delete(f"{gateway.url}/ws/tables/main-hall/token")
         assert response.status == 405
-        response = await http.post(f"{gateway.url}/broadcast")
+        response = await http.post(f"{gateway.url}/broadcast")  # a route now, authenticated
+        assert (response.status, await response.json()) == (401, {"message": "unauthorized"})
+        response = await http.get(f"{gateway.url}/broadcast")
+        assert (response.status, await response.json()) == (405, {"message": "Method Not Allowed"})
+        response = await http.post(f"{gateway.url}/nothing-here")
         assert (response.status, await response.json()) == (404, {"message": "Not Found"})

@@ -46,6 +46,7 @@ async def test_the_safety_net_frees_frozen_cycles_once_the_frozen_set_has_double
     freezer = GcFreezer(interval=3600, min_gap=0, measure=gc.get_freeze_count)
     try:
         freezer.start()
+        freezer.tick()  # the node has settled: its size is the baseline
         baseline = gc.get_freeze_count()
         leaked = [Cycle() for _ in range(baseline // 4)]  # cycles that live a while, then leak
         freezer.tick()  # frozen with the rest: below the doubling, no full collection
@@ -71,6 +72,7 @@ async def test_the_safety_net_waits_for_its_minimum_gap() -> None:
         more = [Cycle() for _ in range(2 * gc.get_freeze_count())]
         freezer.tick()
         assert freezer.full_collections == 1  # grown, but the last full collection is too recent
+        assert freezer._baseline == 0  # and not settled yet either
         assert more
     finally:
         await freezer.stop()

@@ -23,6 +23,7 @@ __all__ = [
     "CATALOGUE",
     "DEFAULT_ENTITY_ALIASES",
     "ENTITIES",
+    "NOTIFICATIONS",
     "OWNER",
     "USER",
     "Catalogue",
@@ -537,3 +538,16 @@ class Catalogue:
 
 
 CATALOGUE = Catalogue(ENTITIES)
+
+#: The notifications socket kind (``GET /ws/notifications``): not an entity of the catalogue
+#: (no REST endpoints, no Kafka topic, no ``/ws/{entity}`` route); its sessions are counted and
+#: indexed under this name (docs/WEBSOCKET_ENDPOINTS.md "Notifications").
+NOTIFICATIONS = EntitySpec(
+    name="notifications",
+    aliases=(),
+    plural="notifications",
+    singular="notification",
+    roles=None,
+    detail_id_key="id",
+    rest=None,
+)

@@ -47,6 +47,12 @@ class PrometheusMetrics:
             ["outcome"],
             registry=r,
         )
+        self.broadcasts = Counter(
+            "mesaya_broadcasts",
+            "POST /broadcast pushes (accepted, refused, resolved, unresolved: ADMIN only)",
+            ["outcome"],
+            registry=r,
+        )
         self.http_parser_errors = Counter(
             "mesaya_http_parser_errors",
             "Malformed HTTP requests refused by the parser",
@@ -93,6 +99,9 @@ class PrometheusMetrics:
 
     def ownership(self, outcome: str) -> None:
         self._child(self.ownership_checks, outcome).inc()
+
+    def broadcast(self, outcome: str) -> None:
+        self._child(self.broadcasts, outcome).inc()
 
     def http_parser_error(self, kind: str) -> None:
         self._child(self.http_parser_errors, kind).inc()

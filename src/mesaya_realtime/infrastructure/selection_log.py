@@ -22,17 +22,13 @@ hands each record straight back, in order, with the same port.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import Consumer, TopicPartition
 
 from mesaya_realtime.application.ports.selection import SelectionLogUnavailable, SelectionSink
 from mesaya_realtime.domain.selection import (
@@ -47,6 +43,7 @@ from mesaya_realtime.domain.selection import (
     record_key,
 )
 from mesaya_realtime.infrastructure.kafka_reader import KafkaReader
+from mesaya_realtime.infrastructure.kafka_writer import KafkaWriter, ensure_topic
 
 __all__ = ["InProcessSelectionLog", "KafkaSelectionConfig", "KafkaSelectionLog"]
 
@@ -132,8 +129,12 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
         )
         self.config = config
         self._sink: SelectionSink | None = None
-        self._producer: Producer | None = None
-        self._producer_thread: threading.Thread | None = None
+        self._writer = KafkaWriter(
+            config.brokers,
+            name="selection-log",
+            delivery_timeout=config.delivery_timeout,
+            on_error=self._on_error,
+        )
         self._partitions: tuple[int, ...] = ()
         self._positions: dict[int, int] = {}
         self._bootstrapped = False
@@ -142,36 +143,12 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
     def start(self, sink: SelectionSink) -> None:
         self._sink = sink
         loop = asyncio.get_running_loop()
-        self._producer = Producer(
-            {
-                "bootstrap.servers": self.config.brokers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                "message.timeout.ms": round(self.config.delivery_timeout * 1000),
-                "partitioner": "consistent_random",
-                "socket.keepalive.enable": True,
-                "reconnect.backoff.ms": 100,
-                "reconnect.backoff.max.ms": 2000,
-                "error_cb": self._on_error,
-                "log_level": 3,
-            }
-        )
-        self._producer_thread = threading.Thread(
-            target=self._poll_producer, name="selection-producer", daemon=True
-        )
-        self._producer_thread.start()
+        self._writer.start(loop)
         self.start_reading(loop)
 
     async def stop(self) -> None:
-        producer = self._producer
-        loop = asyncio.get_running_loop()
-        if producer is not None:
-            await loop.run_in_executor(None, producer.flush, 5.0)
+        await self._writer.stop()  # flushes what was appended
         await self.stop_reading()
-        if self._producer_thread is not None:
-            await loop.run_in_executor(None, self._producer_thread.join, 10.0)
-        self._producer = None
 
     def streams(self) -> tuple[str, ...]:
         return tuple(str(partition) for partition in self._partitions) if self._bootstrapped else ()
@@ -187,52 +164,11 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
 
     # -- producing -------------------------------------------------------------------------
     def append(self, record: SelectionRecord) -> Awaitable[None]:
-        loop = self._loop or asyncio.get_running_loop()
-        stored: asyncio.Future[None] = loop.create_future()
-        stored.add_done_callback(_ignore_exception)
-        producer = self._producer
-        if producer is None:
-            stored.set_exception(SelectionLogUnavailable("selection log stopped"))
-            return stored
-        extra: dict[str, Any] = {}
-        if isinstance(record, Checkpoint):
-            extra["partition"] = int(record.stream)
-
-        def delivered(error: KafkaError | None, _message: object) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: shutting down
-                loop.call_soon_threadsafe(self._settle, stored, error)
-
-        try:
-            producer.produce(
-                self.config.topic,
-                value=encode_record(record),
-                key=record_key(record),
-                on_delivery=delivered,
-                **extra,
-            )
-        except (BufferError, KafkaException) as error:
-            stored.set_exception(SelectionLogUnavailable(f"selection log: {error}"))
-        return stored
-
-    @staticmethod
-    def _settle(stored: asyncio.Future[None], error: KafkaError | None) -> None:
-        if stored.done():
-            return
-        if error is None:
-            stored.set_result(None)
-        else:
-            stored.set_exception(SelectionLogUnavailable(f"selection log: {error}"))
-
-    def _poll_producer(self) -> None:
-        while not self._stop.is_set():
-            producer = self._producer
-            if producer is None:
-                return
-            try:
-                producer.poll(0.1)
-            except Exception:
-                log.exception("selection producer poll failed")
-                self._stop.wait(0.5)
+        partition = int(record.stream) if isinstance(record, Checkpoint) else None
+        stored = self._writer.write(
+            self.config.topic, encode_record(record), key=record_key(record), partition=partition
+        )
+        return _as_unavailable(stored)
 
     # -- consuming -------------------------------------------------------------------------
     def _consumer_settings(self) -> dict[str, Any]:
@@ -251,38 +187,15 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
         if self._sink is not None:
             item(self._sink)
 
-    def _ensure_topic(self) -> tuple[int, ...]:
-        """The topic's partitions, creating the topic when it is missing."""
-        config = self.config
-        admin = AdminClient({"bootstrap.servers": config.brokers, "log_level": 3})
-        deadline = time.monotonic() + 30.0
-        created = False
-        while True:
-            metadata = admin.list_topics(timeout=5.0)
-            found = metadata.topics.get(config.topic)
-            if found is not None and found.error is None and found.partitions:
-                return tuple(sorted(found.partitions))
-            if not created:
-                topic = NewTopic(
-                    config.topic,
-                    num_partitions=config.partitions,
-                    replication_factor=-1,
-                    config={"retention.ms": str(config.retention_ms), "cleanup.policy": "delete"},
-                )
-                try:
-                    admin.create_topics([topic], operation_timeout=10.0)[config.topic].result(15.0)
-                    log.info("selection topic created", extra={"topic": config.topic})
-                except KafkaException as error:
-                    if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                        raise
-                created = True
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"selection topic {config.topic} has no partitions")
-            self._stop.wait(0.2)
-
     def _bootstrap(self, consumer: Consumer) -> None:
         topic = self.config.topic
-        partitions = self._ensure_topic()
+        partitions = ensure_topic(
+            self.config.brokers,
+            topic,
+            partitions=self.config.partitions,
+            retention_ms=self.config.retention_ms,
+            stop=self._stop,
+        )
         self._set_connected(True)
         since = round((time.time() - self.config.replay_window) * 1000)
         found = consumer.offsets_for_times(
@@ -409,3 +322,21 @@ def _deliver_entries(entries: list[LogEntry]) -> _Delivery:
 
 def _deliver_bootstrap(replays: list[StreamReplay]) -> _Delivery:
     return lambda sink: sink.bootstrap(replays)
+
+
+def _as_unavailable(stored: asyncio.Future[None]) -> asyncio.Future[None]:
+    """The writer's future, failing with the port's :class:`SelectionLogUnavailable`."""
+    result: asyncio.Future[None] = stored.get_loop().create_future()
+    result.add_done_callback(_ignore_exception)
+
+    def settle(done: asyncio.Future[None]) -> None:
+        if result.done():
+            return
+        error = None if done.cancelled() else done.exception()
+        if done.cancelled() or error is not None:
+            result.set_exception(SelectionLogUnavailable(f"selection log: {error or 'cancelled'}"))
+        else:
+            result.set_result(None)
+
+    stored.add_done_callback(settle)
+    return result

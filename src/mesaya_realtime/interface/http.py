@@ -1,12 +1,15 @@
-"""HTTP routes: the entity WebSocket, health, readiness and metrics.
+"""HTTP routes: the entity and notifications WebSockets, the payment push, health, readiness
+and metrics.
 
 ``GET /ws/{entity}/{section}[/{token}]`` runs the pre-upgrade checks of reference §2.2 and
-answers refusals as ``{"message": "..."}`` with the reference's status codes.
+answers refusals as ``{"message": "..."}`` with the reference's status codes;
+``GET /ws/notifications`` those of §2.3 (docs/WEBSOCKET_ENDPOINTS.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import random
 import re
@@ -16,10 +19,16 @@ from dataclasses import dataclass
 from aiohttp import HttpVersion11, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
+from mesaya_realtime.application.ports.push import PushUnavailable
+from mesaya_realtime.application.usecases.broadcast import BroadcastRejected, BroadcastService, parse_push
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
+from mesaya_realtime.application.usecases.notifications import NotificationFeed
+from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.catalogue import NOTIFICATIONS
+from mesaya_realtime.domain.errors import AuthError, OwnershipUnavailable
 from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
@@ -51,6 +60,11 @@ class GatewayServices:
     max_inflight_commands: int
     render_metrics: Callable[[], bytes]
     readiness: Callable[[], dict[str, object]]
+    notifications: NotificationFeed
+    broadcasts: BroadcastService
+    #: Who may call POST /broadcast: the static secret (n8n), and/or ADMIN JWTs.
+    broadcast_secret: str = ""
+    broadcast_admin_tokens: bool = True
     #: Browser origins allowed to open sockets; empty allows every origin.
     allowed_origins: frozenset[str] = frozenset()
     #: Open sockets this node accepts at most (0: no limit); past it, 503.
@@ -64,10 +78,7 @@ def _token_from(request: web.Request) -> str:
     token = request.query.get("token", "").strip()
     if token:
         return token
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return ""
+    return _bearer(request)
 
 
 def _reject(services: GatewayServices, status: int, message: str) -> web.Response:
@@ -75,21 +86,19 @@ def _reject(services: GatewayServices, status: int, message: str) -> web.Respons
     return web.json_response({"message": message}, status=status)
 
 
-async def entity_socket(request: web.Request) -> web.StreamResponse:
-    services: GatewayServices = request.app[SERVICES]
+def _node_refusal(services: GatewayServices, request: web.Request) -> web.Response | None:
+    """The checks every socket route makes first: the origin allow-list, the node's limit."""
     if services.allowed_origins:
         origin = request.headers.get("Origin", "").strip().rstrip("/").lower()
         if origin and origin not in services.allowed_origins:
             return _reject(services, 403, "origin not allowed")
     if services.max_connections and len(services.hub) >= services.max_connections:
         return _reject(services, 503, "too many connections")
-    try:
-        spec, principal = services.connect.authorize(
-            request.match_info["entity"], request.match_info["section"], _token_from(request)
-        )
-    except HandshakeRejected as rejected:
-        return _reject(services, rejected.status, rejected.message)
-    ws = web.WebSocketResponse(
+    return None
+
+
+def _websocket(services: GatewayServices) -> web.WebSocketResponse:
+    return web.WebSocketResponse(
         # aiohttp refuses a message of exactly max_msg_size; gorilla's read limit (and ours)
         # accepts up to and including the limit, and refuses one byte more with 1009.
         max_msg_size=services.max_message_bytes + 1,
@@ -100,8 +109,26 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         compress=False,
         autoping=True,
     )
-    if request.version < HttpVersion11 or not ws.can_prepare(request).ok:
-        # RFC 6455 §4.2.1: an opening handshake is an HTTP/1.1 (or later) GET.
+
+
+def _not_an_upgrade(request: web.Request, ws: web.WebSocketResponse) -> bool:
+    # RFC 6455 §4.2.1: an opening handshake is an HTTP/1.1 (or later) GET.
+    return request.version < HttpVersion11 or not ws.can_prepare(request).ok
+
+
+async def entity_socket(request: web.Request) -> web.StreamResponse:
+    services: GatewayServices = request.app[SERVICES]
+    refused = _node_refusal(services, request)
+    if refused is not None:
+        return refused
+    try:
+        spec, principal = services.connect.authorize(
+            request.match_info["entity"], request.match_info["section"], _token_from(request)
+        )
+    except HandshakeRejected as rejected:
+        return _reject(services, rejected.status, rejected.message)
+    ws = _websocket(services)
+    if _not_an_upgrade(request, ws):
         return _reject(services, 400, "Bad Request")
     section = request.match_info["section"].strip()
     if services.connect.needs_admission(spec, principal, section):
@@ -109,6 +136,55 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
             await services.connect.admit(spec, principal, section)
         except HandshakeRejected as rejected:
             return _reject(services, rejected.status, rejected.message)
+    return await _serve(
+        request, ws, services, lambda connection: services.sockets.open(connection, principal, spec, section)
+    )
+
+
+async def notifications_socket(request: web.Request) -> web.StreamResponse:
+    """``GET /ws/notifications``: token from ``?token=`` (as the reference) or the header."""
+    services: GatewayServices = request.app[SERVICES]
+    refused = _node_refusal(services, request)
+    if refused is not None:
+        return refused
+    token = request.query.get("token", "").strip() or _bearer(request)
+    try:
+        if not token:
+            raise AuthError("missing token")
+        principal = services.connect.verifier.verify(token)
+    except AuthError:
+        return _reject(services, 401, "invalid or missing token")
+    ws = _websocket(services)
+    if _not_an_upgrade(request, ws):
+        return _reject(services, 400, "Bad Request")
+    feed = services.notifications
+    try:
+        owned = await feed.admit(principal)
+    except OwnershipUnavailable as error:
+        return _reject(services, 503, error.reason)
+    starting = feed.topics(principal)
+    return await _serve(
+        request,
+        ws,
+        services,
+        lambda connection: services.sockets.open(
+            connection, principal, NOTIFICATIONS, "", starting=starting, greet=False, owned=owned
+        ),
+    )
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+async def _serve(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    services: GatewayServices,
+    open_session: Callable[[SocketConnection], Session],
+) -> web.StreamResponse:
+    """Upgrade, open the session (the application's lifecycle), run it, close it."""
     await ws.prepare(request)
     transport = request.transport
     if transport is None:
@@ -122,7 +198,7 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
         services.metrics,
     )
     _require_masked_frames(request, connection, services)
-    session = services.sockets.open(connection, principal, spec, section)
+    session = open_session(connection)
     try:
         await serve_session(
             ws,
@@ -163,6 +239,75 @@ def _require_masked_frames(
 PROTOCOL_ERROR_CLOSE = 1002
 
 
+#: The largest ``POST /broadcast`` body (413 beyond).
+BROADCAST_MAX_BODY = 64 * 1024
+
+
+def _answer(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+async def broadcast(request: web.Request) -> web.Response:
+    """``POST /broadcast`` (reference §2.5), authenticated (docs/WEBSOCKET_ENDPOINTS.md)."""
+    services: GatewayServices = request.app[SERVICES]
+    metrics = services.metrics
+    if not services.broadcast_secret and not services.broadcast_admin_tokens:
+        metrics.broadcast("refused")
+        return _answer(
+            503, "broadcast is not configured: set BROADCAST_SECRET or BROADCAST_ADMIN_TOKENS=true"
+        )
+    if not _may_broadcast(services, _bearer(request)):
+        metrics.broadcast("refused")
+        return _answer(401, "unauthorized")
+    body = await _body_within(request, BROADCAST_MAX_BODY)
+    if body is None:
+        metrics.broadcast("refused")
+        return _answer(413, "request body too large")
+    try:
+        push = parse_push(body)
+        await services.broadcasts.publish(push)
+    except BroadcastRejected as rejected:
+        metrics.broadcast("refused")
+        return _answer(rejected.status, rejected.message)
+    except PushUnavailable as error:
+        log.warning("broadcast not stored", extra={"error": str(error)})
+        metrics.broadcast("unavailable")
+        return _answer(503, "broadcast unavailable")
+    return web.json_response(
+        {"success": True, "message": "Message broadcasted successfully", "event": push.event}
+    )
+
+
+async def _body_within(request: web.Request, limit: int) -> bytes | None:
+    """The request body, or None when it is longer than ``limit`` (read no further)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
+def _may_broadcast(services: GatewayServices, token: str) -> bool:
+    if not token:
+        return False
+    secret = services.broadcast_secret
+    if secret and hmac.compare_digest(token.encode(), secret.encode()):
+        return True
+    if not services.broadcast_admin_tokens:
+        return False
+    try:
+        return services.connect.verifier.verify(token).is_admin
+    except AuthError:
+        return False
+
+
 async def health(request: web.Request) -> web.Response:
     services: GatewayServices = request.app[SERVICES]
     return web.json_response({"status": "ok", "sockets": len(services.hub)})
@@ -179,7 +324,7 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=services.render_metrics(), content_type="text/plain", charset="utf-8")
 
 
-_GET_ONLY = re.compile(r"/(health|ready|metrics)|/ws/[^/]*/[^/]*(/[^/]+)?")
+_GET_ONLY = re.compile(r"/(health|ready|metrics)|/ws/notifications|/ws/[^/]*/[^/]*(/[^/]+)?")
 
 
 async def fallback(request: web.Request) -> web.Response:
@@ -190,6 +335,8 @@ async def fallback(request: web.Request) -> web.Response:
     """
     if _GET_ONLY.fullmatch(request.path):
         return web.json_response({"message": "Method Not Allowed"}, status=405, headers={"Allow": "GET"})
+    if request.path == "/broadcast":
+        return web.json_response({"message": "Method Not Allowed"}, status=405, headers={"Allow": "POST"})
     return web.json_response({"message": "Not Found"}, status=404)
 
 
@@ -217,6 +364,8 @@ def create_app(services: GatewayServices) -> web.Application:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/ws/notifications", notifications_socket)  # before /ws/{entity}/{section}
+    app.router.add_post("/broadcast", broadcast)
     # Empty entity/section segments match, as in Echo: `/ws//s/t` is the default entity and
     # `/ws/tables//t` is 400 "missing section" (reference §2.2), not a 404.
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}", entity_socket)

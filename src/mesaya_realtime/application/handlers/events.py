@@ -86,9 +86,12 @@ class EventDispatcher:
         self,
         context: EventContext,
         handlers: Mapping[str, Sequence[EventHandler]] | None = None,
+        also: Sequence[Callable[[DomainEvent], None]] = (),
     ) -> None:
         self.context = context
         self.handlers = dict(handlers or {})
+        #: Run for every event after its entity's handlers (the features' event handlers).
+        self.also = tuple(also)
 
     def dispatch(self, event: DomainEvent) -> bool:
         """Handle one event; False when the allowed-actions filter drops it."""
@@ -97,6 +100,14 @@ class EventDispatcher:
         for handler in self.handlers.get(event.entity.name, DEFAULT_HANDLERS):
             try:
                 handler(event, self.context)
+            except Exception:
+                log.exception(
+                    "event handler failed",
+                    extra={"entity": event.entity.name, "action": event.action},
+                )
+        for also in self.also:
+            try:
+                also(event)
             except Exception:
                 log.exception(
                     "event handler failed",
@@ -188,18 +199,31 @@ class EventIngest:
         topic_entities: Mapping[str, str],
         metrics: Metrics | None = None,
         skip_log: SkipLog | None = None,
+        routes: Mapping[str, Callable[[Record], str | None]] | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.catalogue = catalogue
         self.topic_entities = dict(topic_entities)
+        #: Topics of the gateway's own (payment pushes) and what reads their records; the
+        #: reader returns a skip reason, or None when the record was taken.
+        self.routes = dict(routes or {})
         self.metrics = metrics or NullMetrics()
         self.skip_log = skip_log or SkipLog()
 
     def process(self, records: Sequence[Record]) -> None:
         consumed: dict[str, int] = {}
         skipped: dict[tuple[str, str], int] = {}
+        routes = self.routes
         for record in records:
             consumed[record.topic] = consumed.get(record.topic, 0) + 1
+            route = routes.get(record.topic) if routes else None
+            if route is not None:
+                reason = route(record)
+                if reason is not None:
+                    key = (record.topic, reason)
+                    skipped[key] = skipped.get(key, 0) + 1
+                    self.skip_log.skipped(record, reason)
+                continue
             try:
                 event = decode_event(record.topic, record.value, self.catalogue, self.topic_entities)
             except EventDecodeError as error:

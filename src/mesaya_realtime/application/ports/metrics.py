@@ -20,6 +20,7 @@ class Metrics(Protocol):
     def upstream_call(self, outcome: str, seconds: float) -> None: ...
     def slow_consumer_closed(self) -> None: ...
     def ownership(self, outcome: str) -> None: ...
+    def broadcast(self, outcome: str) -> None: ...
 
 
 class NullMetrics:
@@ -59,4 +60,7 @@ class NullMetrics:
         pass
 
     def ownership(self, outcome: str) -> None:
+        pass
+
+    def broadcast(self, outcome: str) -> None:
         pass

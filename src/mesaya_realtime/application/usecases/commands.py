@@ -18,7 +18,7 @@ from typing import Any
 
 from mesaya_realtime.application.ports.auth import TokenVerifier
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
-from mesaya_realtime.application.usecases.features import ActionHandler, Feature
+from mesaya_realtime.application.usecases.features import ActionHandler, Feature, SocketKindRules
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import (
     Session,
@@ -117,8 +117,13 @@ class CommandService:
             for entity, handlers in feature.actions().items():
                 merged.setdefault(entity, {}).update(handlers)
         self.extra_actions = merged
+        #: Socket kinds other than entity sockets (notifications): their rules, by name.
+        self.kinds: dict[str, SocketKindRules] = {}
+        for feature in features:
+            self.kinds.update(feature.socket_kinds())
         self._tables: dict[str, dict[str, Command]] = {}
         self._unknown = Command("unknown", self._run_unknown, self._now_unknown, "unknown")
+        self._ignored = Command("ignored", _later(_nothing), _nothing)
 
     # -- the table ---------------------------------------------------------------------------
     def table(self, spec: EntitySpec) -> dict[str, Command]:
@@ -132,10 +137,11 @@ class CommandService:
         table: dict[str, Command] = {}
         for name, handler in self.extra_actions.get(spec.name, {}).items():
             table[name] = Command("extra", _extra(handler))
-        for name in spec.detail_actions:
-            table[name] = Command("detail", self._run_detail, self._now_detail, "detail")
-        for name in spec.list_actions:
-            table[name] = Command("list", self._run_list, self._now_list, "list")
+        if spec.name not in self.kinds:  # an entity socket: the catalogue's list and detail
+            for name in spec.detail_actions:
+                table[name] = Command("detail", self._run_detail, self._now_detail, "detail")
+            for name in spec.list_actions:
+                table[name] = Command("list", self._run_list, self._now_list, "list")
         if self.verifier is not None:
             for name in AUTHENTICATE_ACTIONS:
                 table[name] = Command("authenticate", self._run_authenticate)
@@ -145,7 +151,11 @@ class CommandService:
         return table
 
     def command(self, session: Session, action: str) -> Command:
-        return self.table(session.entity).get(action, self._unknown)
+        found = self.table(session.entity).get(action)
+        if found is not None:
+            return found
+        rules = self.kinds.get(session.entity.name)
+        return self._ignored if rules is not None and rules.ignore_unknown else self._unknown
 
     def kind_of(self, session: Session, action: str) -> str:
         """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``authenticate``,
@@ -250,11 +260,16 @@ class CommandService:
         return reply
 
     def _subscription(self, session: Session, envelope: Envelope) -> Reply:
-        """Subscribe/unsubscribe, limited to the socket's own entity's topics."""
+        """Subscribe/unsubscribe, limited to the socket's own entity's topics (or, for
+        another socket kind, to the topics its rules allow)."""
         spec = session.entity
         subscribe = envelope.action == "subscribe"
         topic = envelope.topic
-        if not topic.startswith(f"{spec.name}.") or len(topic) > _MAX_ACTION:
+        rules = self.kinds.get(spec.name)
+        allowed = (
+            rules.allows_topic(session, topic) if rules is not None else topic.startswith(f"{spec.name}.")
+        )
+        if not allowed or len(topic) > _MAX_ACTION:
             raise CommandError("topic not allowed")
         if subscribe == (topic in session.topics):
             return None  # already so: nothing to change
@@ -274,6 +289,10 @@ class CommandService:
 
 def _pong(session: Session, envelope: Envelope) -> Reply:
     return pong_message()
+
+
+def _nothing(session: Session, envelope: Envelope) -> Reply:
+    return None
 
 
 def _later(now: Callable[[Session, Envelope], Reply]) -> RunFn:

@@ -11,15 +11,27 @@ stop and readiness all read that one list (docs/ARCHITECTURE.md "Features").
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.events import DomainEvent
 from mesaya_realtime.domain.messages import Message
 
-__all__ = ["ActionHandler", "Feature"]
+__all__ = ["ActionHandler", "Feature", "SocketKindRules"]
 
 #: An action a feature adds: given the session and the raw payload, the reply (or None).
 ActionHandler = Callable[[Session, Any], Awaitable[Message | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketKindRules:
+    """The command table of a socket kind other than the entity sockets: the built-ins
+    (``ping``, ``subscribe``, ``unsubscribe``, ``authenticate``), the topics it may subscribe
+    to, and whether an unknown action is ignored (no reply) or refused."""
+
+    allows_topic: Callable[[Session, str], bool]
+    ignore_unknown: bool = True
 
 
 class Feature:
@@ -31,6 +43,14 @@ class Feature:
     def actions(self) -> Mapping[str, Mapping[str, ActionHandler]]:
         """Actions by entity (socket kind) name: ``{"tables": {"select_table": handler}}``."""
         return {}
+
+    def socket_kinds(self) -> Mapping[str, SocketKindRules]:
+        """The socket kinds this feature serves, by name (their sessions' ``entity.name``)."""
+        return {}
+
+    def event_handler(self) -> Callable[[DomainEvent], None] | None:
+        """Called with every domain event the node delivers (after the entity sockets')."""
+        return None
 
     def join(self, session: Session) -> Iterable[Message]:
         """Messages for a socket that has just opened (after ``system.connected``)."""

@@ -40,19 +40,33 @@ class SocketLifecycle:
             found = self._topics[spec.name] = (topics, frozenset(topics))
         return found
 
-    def open(self, connection: Connection, principal: Principal, spec: EntitySpec, section: str) -> Session:
-        """The session of a socket just upgraded: in the hub, greeted, the features told."""
-        topics, topic_set = self._starting_topics(spec)
+    def open(
+        self,
+        connection: Connection,
+        principal: Principal,
+        spec: EntitySpec,
+        section: str,
+        *,
+        starting: tuple[list[str], frozenset[str]] | None = None,
+        greet: bool = True,
+        owned: frozenset[str] = frozenset(),
+    ) -> Session:
+        """The session of a socket just upgraded: in the hub, greeted (``system.connected``
+        unless ``greet`` is false), the features told. ``starting``: the socket kind's own
+        starting topics (an entity socket's are derived from its entity)."""
+        topics, topic_set = starting or self._starting_topics(spec)
         session = Session(
             connection=connection,
             principal=principal,
             entity=spec,
             section=section,
             topics=topic_set,
+            owned=owned,
         )
         self.hub.add(session)
         try:
-            session.send(connected_message(session, topics))
+            if greet:
+                session.send(connected_message(session, topics))
             for feature in self.features:
                 for message in feature.join(session):
                     session.send(message)

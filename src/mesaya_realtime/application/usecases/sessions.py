@@ -63,6 +63,8 @@ class Session:
     own_topics: bool = False
     #: This socket's entry in the transport's expiry heap (one per socket; emptied on close).
     expiry: list[Any] | None = None
+    #: The restaurants an OWNER's cross-section socket (notifications) was admitted with.
+    owned: frozenset[str] = frozenset()
 
     @property
     def is_wildcard(self) -> bool:
