@@ -95,7 +95,9 @@ async def demo(port: int, host: str, interval: float) -> None:
         "The notifications bell (every section's events), and a payment push to it:\n"
         f"  npx wscat -c 'ws://{shown_host}:{gateway.port}/ws/notifications?token={token}'\n"
         f"  curl -X POST http://{shown_host}:{gateway.port}/broadcast -H 'Authorization: Bearer {token}' \\\n"
-        '       -d \'{"event":"payment.approved","reservation_id":"res-1","user_id":"demo-user"}\'\n',
+        '       -d \'{"event":"payment.approved","reservation_id":"res-1","user_id":"demo-user"}\'\n\n'
+        "A dashboard's analytics (refreshed when events make it stale):\n"
+        f"  npx wscat -c 'ws://{shown_host}:{gateway.port}/ws/analytics/admin/tables/{token}'\n",
         flush=True,
     )
     try:

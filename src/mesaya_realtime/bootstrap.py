@@ -21,6 +21,7 @@ from mesaya_realtime.application.handlers.events import (
     Record,
 )
 from mesaya_realtime.application.ports.push import PushChannel
+from mesaya_realtime.application.usecases.analytics import AnalyticsService
 from mesaya_realtime.application.usecases.broadcast import BroadcastService
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase
@@ -244,7 +245,7 @@ def build_gateway(
         metrics=metrics,
     )
     selections = build_selections(settings, hub, catalogue)
-    notifications = NotificationFeed(hub, guard, metrics, refresh=settings.ownership_cache_ttl)
+    notifications = NotificationFeed(hub, guard, metrics, refresh=settings.ownership_cache_ttl, sections=rest)
     channel: PushChannel
     if settings.kafka_enabled:
         channel = KafkaPushChannel(settings.broker_list, settings.broadcast_topic)
@@ -253,8 +254,15 @@ def build_gateway(
     broadcasts = BroadcastService(channel, notifications, metrics)
     if not settings.kafka_enabled:
         in_process.deliver = broadcasts.deliver
+    analytics = AnalyticsService(
+        rest,
+        guard,
+        quiet=settings.snapshot_refresh_quiet,
+        max_delay=settings.snapshot_refresh_max_delay,
+        metrics=metrics,
+    )
     #: The one list of features: hooks run in this order (the tenant check first).
-    features: list[Feature] = [guard, selections, notifications, broadcasts]
+    features: list[Feature] = [guard, selections, notifications, broadcasts, analytics]
     commands = CommandService(
         snapshots,
         metrics,
@@ -318,6 +326,7 @@ def build_gateway(
         readiness=lambda: gateway.readiness(),
         notifications=notifications,
         broadcasts=broadcasts,
+        analytics=analytics,
         broadcast_secret=settings.broadcast_secret,
         broadcast_admin_tokens=settings.broadcast_admin_tokens,
     )

@@ -107,7 +107,7 @@ async def test_bodies_are_validated_as_the_go_service_does(
     assert await post(http, a, {"event": "payment.approved", "amount": "12"}) == invalid
     assert await post(http, a, {"event": "payment.approved", "data": [1]}) == invalid
     assert await post(http, a, {"status": "approved"}) == (400, {"message": "event field is required"})
-    assert await post(http, a, {"event": "  "}) == (400, {"message": "event field is required"})
+    assert await post(http, a, {"event": ""}) == (400, {"message": "event field is required"})
     huge = {"event": "payment.approved", "data": {"blob": "x" * (64 * 1024)}}
     assert await post(http, a, huge) == (413, {"message": "request body too large"})
 

@@ -129,14 +129,21 @@ async def test_each_role_gets_what_is_theirs_and_nothing_of_anyone_else(
     res_a_of_a = ks.reservation_event("created", f"{p}-res3", rest_a, user_a)  # A's, for user A
     pay_b = ks.payment_event("created", f"{p}-pay1", rest_b, user_b)
     pay_a = ks.payment_event("created", f"{p}-pay2", rest_a, user_a)
-    table = ks.table_event("updated", f"{p}-tab1", f"{p}-sec")  # not on a USER's list
-    restaurant = ks.restaurant_updated(f"{p}-rest9", f"{p}-someone")  # public: everyone's list
+    # sections whose restaurant the REST API knows: an owner's bell gets their own sections' tables
+    bell_upstream.rows["sections"] += [
+        {"id": f"{p}-sec-a", "restaurantId": rest_a, "name": "A"},
+        {"id": f"{p}-sec-b", "restaurantId": rest_b, "name": "B"},
+    ]
+    table_b = ks.table_event("updated", f"{p}-tab1", f"{p}-sec-b")  # not on a USER's list
+    table_a = ks.table_event("updated", f"{p}-tab2", f"{p}-sec-a")
+    restaurant = ks.restaurant_updated(f"{p}-rest9", f"{p}-someone")  # public; not owner A's
+    restaurant_a = ks.restaurant_updated(rest_a, owner_a)
     producer = EventProducer(kafka_brokers)
     for topic, shapes in (
         ("reservations", (res_b_of_b, res_a_of_b, res_a_of_a)),
         ("payments", (pay_b, pay_a)),
-        ("tables", (table,)),
-        ("restaurants", (restaurant,)),
+        ("tables", (table_b, table_a)),
+        ("restaurants", (restaurant, restaurant_a)),
     ):
         for payload, _ in shapes:
             producer.send(f"mesa-ya.{topic}.events", payload, key=p)  # one key: one partition
@@ -145,12 +152,23 @@ async def test_each_role_gets_what_is_theirs_and_nothing_of_anyone_else(
     # per socket, the events expected in order within each topic (topics interleave freely);
     # the others' events came first on the same partitions, so they had time to arrive
     mine = {
-        "user_a": [res_a_of_a, pay_a, restaurant],
-        "user_a_header": [res_a_of_a, pay_a, restaurant],
-        "user_b": [res_b_of_b, res_a_of_b, pay_b, restaurant],
-        # owner A: restaurant A's reservations and payments, whoever booked them; not B's
-        "owner_a": [res_a_of_b, res_a_of_a, pay_a, table, restaurant],
-        "admin": [res_b_of_b, res_a_of_b, res_a_of_a, pay_b, pay_a, table, restaurant],
+        "user_a": [res_a_of_a, pay_a, restaurant, restaurant_a],
+        "user_a_header": [res_a_of_a, pay_a, restaurant, restaurant_a],
+        "user_b": [res_b_of_b, res_a_of_b, pay_b, restaurant, restaurant_a],
+        # owner A: restaurant A's reservations and payments, whoever booked them, its tables
+        # (the section resolved through the REST API) and its own events; nothing of B's
+        "owner_a": [res_a_of_b, res_a_of_a, pay_a, table_a, restaurant_a],
+        "admin": [
+            res_b_of_b,
+            res_a_of_b,
+            res_a_of_a,
+            pay_b,
+            pay_a,
+            table_b,
+            table_a,
+            restaurant,
+            restaurant_a,
+        ],
     }
     for name, shapes in mine.items():
         await expect_per_topic(clients[name], [expected for _, expected in shapes])

@@ -15,6 +15,7 @@ from mesaya_realtime.application.usecases.broadcast import (
     encode_push,
     parse_push,
 )
+from mesaya_realtime.application.usecases.commands import CommandService, Envelope
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.notifications import (
     NotificationFeed,
@@ -22,10 +23,14 @@ from mesaya_realtime.application.usecases.notifications import (
     notification_topics,
 )
 from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
+from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.domain.catalogue import CATALOGUE, NOTIFICATIONS
 from mesaya_realtime.domain.events import decode_event
 from mesaya_realtime.domain.identity import Principal
 from mesaya_realtime.domain.messages import Message
+from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier
+from tests.support import SECRET, make_token
 from tests.unit.test_commands import FakeConnection
 
 
@@ -98,12 +103,28 @@ def test_private_events_reach_admin_the_owner_of_the_restaurant_and_the_user_onl
     assert [m["resourceId"] for m in received(s["user-1"])] == ["res-1", "res-2"]
 
 
-def test_public_events_follow_the_topic_list_and_the_role_policy() -> None:
-    feed, s = feed_with(("owner", ("OWNER",), frozenset()), ("user", ("USER",), frozenset()))
+def test_public_events_follow_the_topic_list_the_role_policy_and_an_owners_restaurants() -> None:
+    feed, s = feed_with(
+        ("admin", ("ADMIN",), frozenset()),
+        ("owner", ("OWNER",), frozenset({"rest-a"})),
+        ("user", ("USER",), frozenset()),
+    )
     table = {"event_type": "updated", "entity_id": "t-1", "data": {"tableId": "t-1", "sectionId": "s"}}
     feed.deliver(event("mesa-ya.tables.events", table))
-    assert [m["topic"] for m in received(s["owner"])] == ["tables.updated"]
+    assert [m["topic"] for m in received(s["admin"])] == ["tables.updated"]
+    assert received(s["owner"]) == []  # the section's restaurant is unknown here: fail closed
     assert received(s["user"]) == []  # not on a USER's list
+    for restaurant in ("rest-b", "rest-a"):
+        review = {
+            "event_type": "created",
+            "entity_id": f"rev-{restaurant}",
+            "data": {"restaurantId": restaurant},
+        }
+        feed.deliver(event("mesa-ya.reviews.events", review))
+        updated = {"event_type": "updated", "entity_id": restaurant, "data": {"id": restaurant}}
+        feed.deliver(event("mesa-ya.restaurants.events", updated))
+    assert [m["resourceId"] for m in received(s["owner"])] == ["rev-rest-a", "rest-a"]
+    assert [m["resourceId"] for m in received(s["user"])] == ["rev-rest-b", "rest-b", "rev-rest-a", "rest-a"]
 
 
 def test_a_push_naming_a_reservation_is_placed_by_its_events_and_left_sessions_get_nothing() -> None:
@@ -142,3 +163,31 @@ def test_push_bodies() -> None:
             parse_push(bad)
     with pytest.raises(BroadcastRejected, match="event field is required"):
         parse_push(b"{}")
+
+
+async def test_a_renewal_may_not_change_the_roles_of_a_notifications_socket() -> None:
+    feed, s = feed_with(("admin-1", ("ADMIN",), frozenset()))
+    service = CommandService(
+        SnapshotService(None, SnapshotCache(max_entries=10, ttl_seconds=60)),  # type: ignore[arg-type]
+        features=[feed],
+        verifier=JwtVerifier(secret=SECRET),
+    )
+    session = s["admin-1"]
+    downgraded = Envelope("authenticate", "", {"token": make_token("admin-1", ["USER"])})
+    refused = await service.handle(session, downgraded)
+    assert refused is not None
+    assert refused.topic == "notifications.error"
+    assert refused.metadata is not None
+    assert refused.metadata["reason"] == "forbidden"
+    assert session.principal.roles == ("ADMIN",)
+    same = Envelope("authenticate", "", {"token": make_token("admin-1", ["ADMIN"])})
+    renewed = await service.handle(session, same)
+    assert renewed is not None
+    assert renewed.topic == "system.authenticated"
+
+
+def test_a_push_on_a_topic_no_list_holds_still_reaches_the_entitled() -> None:
+    feed, s = feed_with(("admin", ("ADMIN",), frozenset()), ("user-1", ("USER",), frozenset()))
+    push = Message("payment.canceled", "payment", "status-changed", resource_id="res-1")
+    assert feed.push(push, PushTarget(user_id="user-1")) == 2
+    assert [m["topic"] for m in received(s["user-1"])] == ["payment.canceled"]

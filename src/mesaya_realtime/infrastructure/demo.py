@@ -237,9 +237,22 @@ def create_demo_upstream(data: dict[str, list[dict[str, Any]]] | None = None) ->
         section = request.match_info["section"]
         return respond(_page([t for t in rows["tables"] if t["sectionId"] == section], request.query))
 
+    async def analytics(request: web.Request) -> web.Response:
+        """``/api/v1/<resource>/analytics`` (and reviews' ``/analytics/stats``): counts of the
+        fixtures, with the query it was asked with (docs/WEBSOCKET_ENDPOINTS.md "Analytics")."""
+        resource = request.match_info["resource"]
+        found = rows.get(resource, [])
+        restaurant = request.query.get("restaurantId")
+        if restaurant:
+            found = [row for row in found if row.get("restaurantId", restaurant) == restaurant]
+        body = {"resource": resource, "total": len(found), "query": dict(sorted(request.query.items()))}
+        return respond({"data": body})
+
     app = web.Application()
     app[ROWS] = rows
     app[OWNERS] = {}
+    app.router.add_get("/api/v1/{resource}/analytics", analytics)
+    app.router.add_get("/api/v1/{resource}/analytics/stats", analytics)
     app.router.add_get("/api/v1/tables/section/{section}", tables_of_section)
     app.router.add_get("/api/v1/{resource}", list_rows)
     app.router.add_get("/api/v1/{resource}/{id}", detail)

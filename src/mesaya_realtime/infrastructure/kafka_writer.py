@@ -93,6 +93,8 @@ class KafkaWriter:
         self._producer: Producer | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: Writes not yet acknowledged: failed at stop, so no caller waits for ever.
+        self._inflight: set[asyncio.Future[None]] = set()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -124,6 +126,10 @@ class KafkaWriter:
         if self._thread is not None:
             await loop.run_in_executor(None, self._thread.join, 10.0)
         self._producer = None
+        for stored in list(self._inflight):
+            if not stored.done():
+                stored.set_exception(WriteFailed(f"{self.name}: stopped before the broker answered"))
+        self._inflight.clear()
 
     def write(
         self, topic: str, value: bytes, key: bytes | str | None = None, partition: int | None = None
@@ -133,6 +139,8 @@ class KafkaWriter:
         loop = self._loop or asyncio.get_running_loop()
         stored: asyncio.Future[None] = loop.create_future()
         stored.add_done_callback(_ignore_exception)
+        self._inflight.add(stored)
+        stored.add_done_callback(self._inflight.discard)
         producer = self._producer
         if producer is None:
             stored.set_exception(WriteFailed(f"{self.name}: stopped"))

@@ -20,6 +20,7 @@ from aiohttp import HttpVersion11, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.ports.push import PushUnavailable
+from mesaya_realtime.application.usecases.analytics import AnalyticsRejected, AnalyticsService
 from mesaya_realtime.application.usecases.broadcast import BroadcastRejected, BroadcastService, parse_push
 from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
@@ -27,6 +28,7 @@ from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
 from mesaya_realtime.application.usecases.notifications import NotificationFeed
 from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.analytics import key_of
 from mesaya_realtime.domain.catalogue import NOTIFICATIONS
 from mesaya_realtime.domain.errors import AuthError, OwnershipUnavailable
 from mesaya_realtime.interface.masking import MaskedFramesOnly
@@ -62,6 +64,7 @@ class GatewayServices:
     readiness: Callable[[], dict[str, object]]
     notifications: NotificationFeed
     broadcasts: BroadcastService
+    analytics: AnalyticsService
     #: Who may call POST /broadcast: the static secret (n8n), and/or ADMIN JWTs.
     broadcast_secret: str = ""
     broadcast_admin_tokens: bool = True
@@ -168,7 +171,50 @@ async def notifications_socket(request: web.Request) -> web.StreamResponse:
         ws,
         services,
         lambda connection: services.sockets.open(
-            connection, principal, NOTIFICATIONS, "", starting=starting, greet=False, owned=owned
+            connection, principal, NOTIFICATIONS, "", starting=starting, greeting=(), owned=owned
+        ),
+    )
+
+
+async def analytics_socket(request: web.Request) -> web.StreamResponse:
+    """``GET /ws/analytics/{scope}/{entity}[/{token}]``: token from the header (as the
+    reference), ``?token=`` or the path, so that browsers can connect."""
+    services: GatewayServices = request.app[SERVICES]
+    refused = _node_refusal(services, request)
+    if refused is not None:
+        return refused
+    key = key_of(request.match_info["scope"], request.match_info["entity"])
+    if key is None:
+        return _reject(services, 404, "analytics endpoint not available")
+    token = _token_from(request)
+    principal = None
+    if token:
+        try:
+            principal = services.connect.verifier.verify(token)
+        except AuthError:
+            return _reject(services, 401, "invalid token")
+    elif key.token_required:
+        return _reject(services, 400, "missing token")
+    try:
+        query = await services.analytics.check(key, principal, request.query)
+        ws = _websocket(services)
+        if _not_an_upgrade(request, ws):
+            return _reject(services, 400, "Bad Request")
+        admitted = await services.analytics.admit(key, principal, query)
+    except AnalyticsRejected as rejected:
+        return _reject(services, rejected.status, rejected.message)
+    return await _serve(
+        request,
+        ws,
+        services,
+        lambda connection: services.sockets.open(
+            connection,
+            admitted.principal,
+            admitted.spec,
+            admitted.state.query.identifier,
+            starting=admitted.starting,
+            greeting=admitted.greeting,
+            state=admitted.state,
         ),
     )
 
@@ -297,7 +343,7 @@ async def _body_within(request: web.Request, limit: int) -> bytes | None:
 def _may_broadcast(services: GatewayServices, token: str) -> bool:
     if not token:
         return False
-    secret = services.broadcast_secret
+    secret = services.broadcast_secret.strip()
     if secret and hmac.compare_digest(token.encode(), secret.encode()):
         return True
     if not services.broadcast_admin_tokens:
@@ -366,6 +412,9 @@ def create_app(services: GatewayServices) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/ws/notifications", notifications_socket)  # before /ws/{entity}/{section}
     app.router.add_post("/broadcast", broadcast)
+    # before the entity routes, which /ws/analytics/{scope}/{entity} would also match
+    app.router.add_get("/ws/analytics/{scope:[^{}/]*}/{entity:[^{}/]*}", analytics_socket)
+    app.router.add_get("/ws/analytics/{scope:[^{}/]*}/{entity:[^{}/]*}/{token}", analytics_socket)
     # Empty entity/section segments match, as in Echo: `/ws//s/t` is the default entity and
     # `/ws/tables//t` is 400 "missing section" (reference §2.2), not a 404.
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}", entity_socket)

@@ -218,7 +218,11 @@ class EventIngest:
             consumed[record.topic] = consumed.get(record.topic, 0) + 1
             route = routes.get(record.topic) if routes else None
             if route is not None:
-                reason = route(record)
+                try:
+                    reason = route(record)
+                except Exception:
+                    log.exception("record handler failed", extra={"topic": record.topic})
+                    reason = "handler failed"
                 if reason is not None:
                     key = (record.topic, reason)
                     skipped[key] = skipped.get(key, 0) + 1

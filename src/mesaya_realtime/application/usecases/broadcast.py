@@ -69,7 +69,7 @@ def parse_push(body: bytes) -> Push:
             continue
         if not isinstance(value, str) or len(value) > _MAX_FIELD:
             raise BroadcastRejected(400, "invalid request body")
-        fields[key] = value.strip()
+        fields[key] = value  # as sent: Go trims nothing
     amount = document.get("amount")
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, int | float)):
         raise BroadcastRejected(400, "invalid request body")

@@ -124,6 +124,8 @@ class CommandService:
         self._tables: dict[str, dict[str, Command]] = {}
         self._unknown = Command("unknown", self._run_unknown, self._now_unknown, "unknown")
         self._ignored = Command("ignored", _later(_nothing), _nothing)
+        #: Other kinds' refusal of an unknown action names the action sent (reference §6.4).
+        self._unsupported = Command("unknown", self._run_unknown, self._now_unknown)
 
     # -- the table ---------------------------------------------------------------------------
     def table(self, spec: EntitySpec) -> dict[str, Command]:
@@ -155,7 +157,9 @@ class CommandService:
         if found is not None:
             return found
         rules = self.kinds.get(session.entity.name)
-        return self._ignored if rules is not None and rules.ignore_unknown else self._unknown
+        if rules is None:
+            return self._unknown
+        return self._ignored if rules.ignore_unknown else self._unsupported
 
     def kind_of(self, session: Session, action: str) -> str:
         """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``authenticate``,
@@ -248,6 +252,12 @@ class CommandService:
         if not session.entity.allows(principal.upper_roles) or (
             session.is_wildcard and not principal.is_admin
         ):
+            raise CommandError("forbidden")
+        if session.entity.name in self.kinds and set(principal.upper_roles) != set(
+            session.principal.upper_roles
+        ):
+            # A cross-section socket (notifications, analytics) was admitted and indexed for
+            # its roles: a renewal may not change them (reconnect instead).
             raise CommandError("forbidden")
         if self.guard is not None:
             await self.guard.admit(session.entity, principal, session.section)

@@ -99,13 +99,14 @@ class Hub:
                 chosen.update(self._by_user.get((entity, user_id), {}))
         return chosen.values()
 
-    def publish(self, message: Message, recipients: Iterable[Session]) -> int:
-        """Send ``message`` to every recipient subscribed to its topic; returns the count."""
+    def publish(self, message: Message, recipients: Iterable[Session], *, any_topic: bool = False) -> int:
+        """Send ``message`` to every recipient subscribed to its topic (to every recipient
+        with ``any_topic``); returns the count."""
         topic = message.topic
         frame = b""
         sent = 0
         for session in recipients:
-            if topic in session.topics:
+            if any_topic or topic in session.topics:
                 if not sent:
                     # Encoded once, on the first recipient: no recipient, no encoding.
                     frame = self._framer(encode(message))

@@ -17,6 +17,7 @@ from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.sessions import Session, base_topics, connected_message
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.identity import Principal
+from mesaya_realtime.domain.messages import Message
 
 __all__ = ["SocketLifecycle"]
 
@@ -48,12 +49,13 @@ class SocketLifecycle:
         section: str,
         *,
         starting: tuple[list[str], frozenset[str]] | None = None,
-        greet: bool = True,
+        greeting: Sequence[Message] | None = None,
         owned: frozenset[str] = frozenset(),
+        state: object = None,
     ) -> Session:
-        """The session of a socket just upgraded: in the hub, greeted (``system.connected``
-        unless ``greet`` is false), the features told. ``starting``: the socket kind's own
-        starting topics (an entity socket's are derived from its entity)."""
+        """The session of a socket just upgraded: in the hub, greeted (``system.connected``,
+        or the socket kind's own ``greeting``), the features told. ``starting``: the socket
+        kind's own starting topics (an entity socket's are derived from its entity)."""
         topics, topic_set = starting or self._starting_topics(spec)
         session = Session(
             connection=connection,
@@ -62,11 +64,15 @@ class SocketLifecycle:
             section=section,
             topics=topic_set,
             owned=owned,
+            state=state,
         )
         self.hub.add(session)
         try:
-            if greet:
+            if greeting is None:
                 session.send(connected_message(session, topics))
+            else:
+                for message in greeting:
+                    session.send(message)
             for feature in self.features:
                 for message in feature.join(session):
                     session.send(message)

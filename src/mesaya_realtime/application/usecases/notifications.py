@@ -19,19 +19,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.ports.snapshots import SnapshotFetcher
 from mesaya_realtime.application.usecases.features import Feature, SocketKindRules
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import Session
-from mesaya_realtime.domain.catalogue import NOTIFICATIONS, Visibility
+from mesaya_realtime.domain.catalogue import CATALOGUE, NOTIFICATIONS, EntitySpec, Visibility
 from mesaya_realtime.domain.errors import OwnershipUnavailable
 from mesaya_realtime.domain.events import DomainEvent
 from mesaya_realtime.domain.identity import Principal
 from mesaya_realtime.domain.messages import Message
+from mesaya_realtime.domain.snapshots import plan_detail
 
 __all__ = ["PUSH_ENTITY", "NotificationFeed", "PushTarget", "notification_topics"]
 
@@ -58,6 +61,18 @@ _USER_PREFIXES = ("reservations", "reviews", "restaurants", "payments", "payment
 #: remembers the user and restaurant of (from the reservation events it has delivered).
 PUSH_ENTITY = "payment"
 _KNOWN_RESERVATIONS = 50_000
+#: Sections whose restaurant is remembered, for how long, and how soon an unknown one is asked
+#: again; events of one section waiting for the answer, at most.
+_KNOWN_SECTIONS = 10_000
+_SECTION_TTL = 3600.0
+_SECTION_RETRY = 30.0
+_MAX_WAITING = 1000
+
+
+def _section_scoped(spec: EntitySpec) -> bool:
+    """True when the entity's events name a section, not a restaurant (tables)."""
+    paths = spec.delivery.scope_paths
+    return bool(paths) and all("section" in path.lower() for path in paths)
 
 
 _ALL_TOPICS = tuple(f"{prefix}.{action}" for prefix, actions in _LIST for action in actions)
@@ -95,11 +110,18 @@ class NotificationFeed(Feature):
         guard: OwnershipGuard,
         metrics: Metrics | None = None,
         refresh: float = 60.0,
+        sections: SnapshotFetcher | None = None,
     ) -> None:
         self.hub = hub
         self.guard = guard
         self.metrics = metrics or NullMetrics()
         self.refresh = refresh
+        #: A section's restaurant (the REST API), for owners' bells: section -> (restaurant,
+        #: good until); events waiting for the answer, per section, in order.
+        self.sections = sections
+        self._section_restaurants: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._resolving: dict[str, list[tuple[Message, EntitySpec]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._sessions: dict[int, Session] = {}
         self._admins: dict[int, Session] = {}
         self._by_user: dict[str, dict[int, Session]] = {}
@@ -163,9 +185,10 @@ class NotificationFeed(Feature):
             self._admins[session.id] = session
         self._by_user.setdefault(principal.user_id, {})[session.id] = session
         if self.is_owner(principal):
-            known, sockets = self._owners.get(principal.user_id, (owned, {}))
+            _, sockets = self._owners.get(principal.user_id, (owned, {}))
             sockets[session.id] = session
-            self._owners[principal.user_id] = (owned or known, sockets)
+            # the freshest answer wins, also when it says "nothing any more" (fail closed)
+            self._owners[principal.user_id] = (owned, sockets)
         return []
 
     async def leave(self, session: Session) -> None:
@@ -191,6 +214,10 @@ class NotificationFeed(Feature):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for pending in list(self._tasks):
+            pending.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -203,10 +230,11 @@ class NotificationFeed(Feature):
         for user, (_, sockets) in list(self._owners.items()):
             if not sockets:
                 continue
-            principal = max(
-                (s.principal for s in sockets.values()),
-                key=lambda p: p.expires_at or float("inf"),
-            )
+            now = time.time()
+            valid = [s.principal for s in sockets.values() if s.principal.valid_at(now)]
+            if not valid:
+                continue  # the sockets are about to close at their tokens' expiry
+            principal = max(valid, key=lambda p: p.expires_at or float("inf"))
             try:
                 owned = await self.guard.owned(principal)
             except OwnershipUnavailable:
@@ -235,10 +263,78 @@ class NotificationFeed(Feature):
         if spec.delivery.visibility is Visibility.PRIVATE:
             # Stricter than the entity's role policy: ADMIN, the restaurant's owners, and the
             # user it belongs to (a USER may not open a payments socket, but gets their own).
-            recipients = self._entitled(event.users, event.scope)
-        else:
-            recipients = _allowed(self._sessions.values(), spec.allows)
-        self.hub.publish(message, recipients)
+            self.hub.publish(message, self._entitled(event.users, event.scope))
+            return
+        # Public data: every socket the role policy allows, but an OWNER's bell gets only the
+        # events of the restaurants they own (as far as the event names its restaurant).
+        others = [s for s in self._sessions.values() if not self.is_owner(s.principal)]
+        self.hub.publish(message, _allowed(others, spec.allows))
+        if not self._owners:
+            return
+        if _section_scoped(spec):
+            for section in event.scope:
+                self._deliver_by_section(section, message, spec)
+            return
+        restaurants = (event.resource_id,) if spec.name == "restaurants" else event.scope
+        self.hub.publish(message, _allowed(self._owners_of(restaurants), spec.allows))
+
+    def _owners_of(self, restaurants: Iterable[str]) -> list[Session]:
+        restaurants = tuple(r for r in restaurants if r)
+        chosen: dict[int, Session] = {}
+        if restaurants:
+            for owned, sockets in self._owners.values():
+                if any(r in owned for r in restaurants):
+                    chosen.update(sockets)
+        return list(chosen.values())
+
+    def _deliver_by_section(self, section: str, message: Message, spec: EntitySpec) -> None:
+        """An event that names only a section: its restaurant from the REST API (cached),
+        then that restaurant's owners; in order, per section; nobody when it is unknown."""
+        if not section or self.sections is None:
+            return  # no way to know the restaurant: no owner gets it (fail closed)
+        known = self._section_restaurants.get(section)
+        waiting = self._resolving.get(section)
+        if known is not None and waiting is None and known[1] > time.monotonic():
+            self._section_restaurants.move_to_end(section)
+            self.hub.publish(message, _allowed(self._owners_of((known[0],)), spec.allows))
+            return
+        if waiting is not None:
+            if len(waiting) < _MAX_WAITING:
+                waiting.append((message, spec))
+            return
+        self._resolving[section] = [(message, spec)]
+        task = asyncio.ensure_future(self._resolve(section))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restaurant_of(self, fetcher: SnapshotFetcher, section: str) -> str:
+        """``GET /api/v1/sections/{id}``'s ``restaurantId``, asked with an owner's token."""
+        now = time.time()
+        tokens = [
+            s.principal.token
+            for _, sockets in self._owners.values()
+            for s in sockets.values()
+            if s.principal.valid_at(now)
+        ]
+        request = plan_detail(CATALOGUE.by_name["sections"], "user", section)
+        data = await fetcher.fetch(request, tokens[0] if tokens else "")
+        restaurant = data.get("restaurantId") if isinstance(data, dict) else None
+        return restaurant.strip() if isinstance(restaurant, str) else ""
+
+    async def _resolve(self, section: str) -> None:
+        restaurant = ""
+        try:
+            if self.sections is not None:
+                restaurant = await self._restaurant_of(self.sections, section)
+        except Exception:
+            log.warning("section's restaurant unknown", extra={"section": section}, exc_info=True)
+        ttl = _SECTION_TTL if restaurant else _SECTION_RETRY
+        self._section_restaurants[section] = (restaurant, time.monotonic() + ttl)
+        while len(self._section_restaurants) > _KNOWN_SECTIONS:
+            self._section_restaurants.popitem(last=False)
+        for message, spec in self._resolving.pop(section, []):
+            if restaurant:
+                self.hub.publish(message, _allowed(self._owners_of((restaurant,)), spec.allows))
 
     def push(self, message: Message, target: PushTarget) -> int:
         """A payment push: ADMIN, and the user and restaurant owners it names (or, when it
@@ -252,17 +348,17 @@ class NotificationFeed(Feature):
             self.metrics.broadcast("resolved")
         users = (user,) if user else ()
         restaurants = (restaurant,) if restaurant else ()
-        return self.hub.publish(message, self._entitled(users, restaurants))
+        # A push on a topic no list holds (an event n8n names freely) cannot be subscribed
+        # to: it goes to every entitled socket; one on a listed topic, to the subscribed ones.
+        unlisted = message.topic not in _ANY_TOPIC
+        return self.hub.publish(message, self._entitled(users, restaurants), any_topic=unlisted)
 
     def _entitled(self, users: Iterable[str], restaurants: Iterable[str]) -> list[Session]:
         chosen: dict[int, Session] = dict(self._admins)
         for user in users:
             chosen.update(self._by_user.get(user, {}))
-        restaurants = tuple(restaurants)
-        if restaurants:
-            for owned, sockets in self._owners.values():
-                if any(r in owned for r in restaurants):
-                    chosen.update(sockets)
+        for session in self._owners_of(restaurants):
+            chosen[session.id] = session
         return list(chosen.values())
 
     def _remember(self, event: DomainEvent) -> None:

@@ -65,6 +65,8 @@ class Session:
     expiry: list[Any] | None = None
     #: The restaurants an OWNER's cross-section socket (notifications) was admitted with.
     owned: frozenset[str] = frozenset()
+    #: What a socket kind keeps per socket (an analytics socket's key and request).
+    state: object = None
 
     @property
     def is_wildcard(self) -> bool:
