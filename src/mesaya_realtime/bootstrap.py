@@ -30,6 +30,7 @@ from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
 from mesaya_realtime.application.usecases.notifications import NotificationFeed
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
+from mesaya_realtime.application.usecases.periodic import Periodic
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
 from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
@@ -134,7 +135,7 @@ class Gateway:
     #: Every feature plugged into the sockets, in hook order (usecases/features.py).
     features: list[Feature] = field(default_factory=list)
     _runner: web.AppRunner | None = field(default=None, repr=False)
-    _skip_flush: asyncio.Task[None] | None = field(default=None, repr=False)
+    _skip_flush: Periodic | None = field(default=None, repr=False)
     _gc: GcFreezer | None = field(default=None, repr=False)
     port: int = 0
 
@@ -179,7 +180,10 @@ class Gateway:
         if self.source_factory is not None:
             self.source = self.source_factory(self.ingest.process)
             self.source.start()
-            self._skip_flush = asyncio.ensure_future(self._flush_skips())
+            # Skipped-record summaries are written even when no record follows the burst.
+            skips = self.ingest.skip_log
+            self._skip_flush = Periodic("skipped-records summary", skips.interval, skips.flush)
+            self._skip_flush.start()
         self._gc = GcFreezer(self.settings.gc_freeze_interval)
         self._gc.start()
         log.info(
@@ -187,17 +191,11 @@ class Gateway:
             extra={"host": self.settings.host, "port": self.port, "event_loop": loop_name()},
         )
 
-    async def _flush_skips(self) -> None:
-        """Skipped-record summaries are written even when no record follows the burst."""
-        while True:
-            await asyncio.sleep(self.ingest.skip_log.interval)
-            self.ingest.skip_log.flush()
-
     async def stop(self) -> None:
         if self._gc is not None:
             await self._gc.stop()
         if self._skip_flush is not None:
-            self._skip_flush.cancel()
+            await self._skip_flush.stop()
         if self.source is not None:
             await self.source.stop()
         self.ingest.skip_log.flush(force=True)

@@ -9,6 +9,7 @@ __all__ = [
     "GatewayError",
     "InvalidPayload",
     "OwnershipUnavailable",
+    "Refused",
     "SnapshotDecodeError",
     "SnapshotError",
     "SnapshotForbidden",
@@ -18,6 +19,16 @@ __all__ = [
     "SnapshotUnsupported",
     "UnsupportedAction",
 ]
+
+
+class Refused(Exception):
+    """A refused HTTP request (an upgrade, a push): its status and the ``{"message": ...}``
+    text (docs/WEBSOCKET_ENDPOINTS.md)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class GatewayError(Exception):

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from mesaya_realtime.domain.catalogue import Catalogue, EntitySpec
-from mesaya_realtime.domain.messages import now_timestamp, parse_timestamp, stringify
+from mesaya_realtime.domain.messages import Message, now_timestamp, parse_timestamp, stringify
 
 __all__ = ["MAX_EVENT_BYTES", "DomainEvent", "EventDecodeError", "decode_event", "event_values"]
 
@@ -59,6 +59,18 @@ class DomainEvent:
     @property
     def topic(self) -> str:
         return f"{self.entity.name}.{self.action}"
+
+    def message(self) -> Message:
+        """The message every socket entitled to this event receives (reference §8.4)."""
+        return Message(
+            topic=self.topic,
+            entity=self.entity.name,
+            action=self.action,
+            resource_id=self.resource_id,
+            data=self.data,
+            metadata=self.metadata or None,
+            timestamp=self.timestamp,
+        )
 
 
 def _text(payload: Mapping[str, Any], key: str, limit: int, *, numbers: bool = False) -> str:

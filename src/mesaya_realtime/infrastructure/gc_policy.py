@@ -27,13 +27,13 @@ there is no ``/proc`` the frozen count is used, at most once a minute.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import gc
 import logging
 import os
 import time
 from collections.abc import Callable
+
+from mesaya_realtime.application.usecases.periodic import Periodic
 
 __all__ = ["GcFreezer"]
 
@@ -68,14 +68,14 @@ class GcFreezer:
         self._baseline = 0
         self._last_full = 0.0
         self._next_count = 0.0
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("garbage-collector freeze", interval, self.tick)
 
     def start(self) -> None:
         """Freeze what start-up made (modules, the catalogue, settings), then keep freezing."""
-        if self.interval <= 0 or self._task is not None:
+        if self.interval <= 0 or self._periodic.running:
             return
         self._full_collection()
-        self._task = asyncio.ensure_future(self._run())
+        self._periodic.start()
 
     def tick(self) -> None:
         """One interval's work: collect the young garbage, freeze the survivors, maybe the net."""
@@ -122,14 +122,5 @@ class GcFreezer:
             },
         )
 
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.tick()
-
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()

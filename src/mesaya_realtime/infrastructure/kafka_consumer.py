@@ -79,13 +79,7 @@ class KafkaEventSource(KafkaReader[list[Record]]):
         on_lag: Callable[[str, int, int], None] | None = None,
         on_state: Callable[[bool], None] | None = None,
     ) -> None:
-        super().__init__(
-            config.brokers,
-            config.group_id,
-            batch_size=config.batch_size,
-            poll_timeout=config.poll_timeout,
-            max_pending=config.max_pending_batches,
-        )
+        super().__init__(config)
         self.config = config
         self._loop = loop
         self._on_batch = on_batch

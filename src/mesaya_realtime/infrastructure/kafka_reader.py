@@ -22,11 +22,11 @@ import collections
 import contextlib
 import logging
 import threading
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message
 
-__all__ = ["KafkaReader", "fetch_batch"]
+__all__ = ["KafkaReader", "ReaderConfig", "fetch_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,21 @@ def fetch_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
     return [first, *consumer.consume(size - 1, 0)] if size > 1 else [first]
 
 
+class ReaderConfig(Protocol):
+    """What every reader's configuration says (the event source's, the selection log's)."""
+
+    @property
+    def brokers(self) -> str: ...
+    @property
+    def group_id(self) -> str: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def poll_timeout(self) -> float: ...
+    @property
+    def max_pending_batches(self) -> int: ...
+
+
 class KafkaReader(Generic[T]):
     """A consumer thread handing items of type ``T`` to the event loop (see the module doc).
 
@@ -59,22 +74,14 @@ class KafkaReader(Generic[T]):
     #: The thread's name, and the label of this reader's log lines.
     name = "kafka-reader"
 
-    def __init__(
-        self,
-        brokers: str,
-        group_id: str,
-        *,
-        batch_size: int,
-        poll_timeout: float,
-        max_pending: int,
-    ) -> None:
-        self.brokers = brokers
-        self.group_id = group_id
-        self.batch_size = batch_size
-        self.poll_timeout = poll_timeout
+    def __init__(self, config: ReaderConfig) -> None:
+        self.brokers = config.brokers
+        self.group_id = config.group_id
+        self.batch_size = config.batch_size
+        self.poll_timeout = config.poll_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop = threading.Event()
-        self._window = threading.BoundedSemaphore(max_pending)
+        self._window = threading.BoundedSemaphore(config.max_pending_batches)
         self._pending: collections.deque[T] = collections.deque()
         self._pending_lock = threading.Lock()
         self._draining = False

@@ -120,13 +120,7 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
     name = "selection-log"
 
     def __init__(self, config: KafkaSelectionConfig) -> None:
-        super().__init__(
-            config.brokers,
-            config.group_id,
-            batch_size=config.batch_size,
-            poll_timeout=config.poll_timeout,
-            max_pending=config.max_pending_batches,
-        )
+        super().__init__(config)
         self.config = config
         self._sink: SelectionSink | None = None
         self._writer = KafkaWriter(

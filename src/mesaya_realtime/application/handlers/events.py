@@ -18,7 +18,6 @@ from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.domain.catalogue import Catalogue
 from mesaya_realtime.domain.events import DomainEvent, EventDecodeError, decode_event
-from mesaya_realtime.domain.messages import Message
 
 __all__ = [
     "DEFAULT_HANDLERS",
@@ -57,16 +56,7 @@ def deliver(event: DomainEvent, context: EventContext) -> None:
     recipients = context.hub.recipients(spec, event.scope, event.users)
     if not recipients:
         return  # no socket entitled on this node: build nothing
-    message = Message(
-        topic=event.topic,
-        entity=spec.name,
-        action=event.action,
-        resource_id=event.resource_id,
-        data=event.data,
-        metadata=event.metadata or None,
-        timestamp=event.timestamp,
-    )
-    context.hub.publish(message, recipients)
+    context.hub.publish(event.message(), recipients)
 
 
 def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:

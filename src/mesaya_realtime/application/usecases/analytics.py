@@ -36,6 +36,7 @@ from mesaya_realtime.domain.errors import (
     CommandError,
     InvalidPayload,
     OwnershipUnavailable,
+    Refused,
     SnapshotError,
     SnapshotForbidden,
     SnapshotNotFound,
@@ -57,13 +58,8 @@ FETCH_ACTIONS = ("refresh", "fetch", "query")
 _ids = itertools.count(1)
 
 
-class AnalyticsRejected(Exception):
-    """A refused upgrade: the HTTP status and the ``{"message": ...}`` text."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class AnalyticsRejected(Refused):
+    """A refused analytics upgrade (or a refused check before a refresh)."""
 
 
 @dataclass(slots=True)

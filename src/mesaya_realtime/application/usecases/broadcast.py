@@ -19,6 +19,7 @@ from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.ports.push import PushChannel
 from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.notifications import PUSH_ENTITY, NotificationFeed, PushTarget
+from mesaya_realtime.domain.errors import Refused
 from mesaya_realtime.domain.messages import Message, now_timestamp
 
 __all__ = ["BroadcastRejected", "BroadcastService", "Push", "decode_push", "encode_push", "parse_push"]
@@ -38,13 +39,8 @@ _TEXT_FIELDS = (
 _MAX_FIELD = 512
 
 
-class BroadcastRejected(Exception):
-    """A refused push: the HTTP status and the ``{"message": ...}`` text."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+class BroadcastRejected(Refused):
+    """A refused push (reference §2.5's 400s)."""
 
 
 @dataclass(frozen=True, slots=True)

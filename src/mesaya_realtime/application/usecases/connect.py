@@ -8,19 +8,14 @@ from mesaya_realtime.application.ports.auth import TokenVerifier
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import WILDCARD_SECTION
 from mesaya_realtime.domain.catalogue import Catalogue, EntitySpec
-from mesaya_realtime.domain.errors import AccessDenied, AuthError, OwnershipUnavailable
+from mesaya_realtime.domain.errors import AccessDenied, AuthError, OwnershipUnavailable, Refused
 from mesaya_realtime.domain.identity import Principal
 
 __all__ = ["ConnectUseCase", "HandshakeRejected"]
 
 
-class HandshakeRejected(Exception):
+class HandshakeRejected(Refused):
     """A refused upgrade: an HTTP status and the ``{"message": ...}`` text."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

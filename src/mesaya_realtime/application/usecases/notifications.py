@@ -17,7 +17,6 @@ closed). The topic lists are reference §10.4's, with the fixes docs/COMPATIBILI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -28,6 +27,7 @@ from mesaya_realtime.application.ports.snapshots import SnapshotFetcher
 from mesaya_realtime.application.usecases.features import Feature, SocketKindRules
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
+from mesaya_realtime.application.usecases.periodic import Periodic
 from mesaya_realtime.application.usecases.sessions import Session
 from mesaya_realtime.domain.catalogue import CATALOGUE, NOTIFICATIONS, EntitySpec, Visibility
 from mesaya_realtime.domain.errors import OwnershipUnavailable
@@ -129,7 +129,7 @@ class NotificationFeed(Feature):
         self._owners: dict[str, tuple[frozenset[str], dict[int, Session]]] = {}
         #: reservation id -> (user id, restaurant id), from reservation events, newest last
         self._reservations: OrderedDict[str, tuple[str, str]] = OrderedDict()
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("owners' restaurants", lambda: self.refresh, self.reread_owners)
         #: The starting topics per role set, shared by the sockets of that role set.
         self._topic_sets: dict[tuple[bool, bool], tuple[list[str], frozenset[str]]] = {}
 
@@ -205,24 +205,14 @@ class NotificationFeed(Feature):
 
     # -- background: owners' restaurants re-read ---------------------------------------------
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._periodic.stop()
         for pending in list(self._tasks):
             pending.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.refresh)
-            await self.reread_owners()
 
     async def reread_owners(self) -> None:
         """Each owner's restaurants again (the guard's cache, or the REST API when expired).
@@ -251,15 +241,7 @@ class NotificationFeed(Feature):
         if not self._sessions or event.topic not in _ANY_TOPIC:
             return
         spec = event.entity
-        message = Message(
-            topic=event.topic,
-            entity=spec.name,
-            action=event.action,
-            resource_id=event.resource_id,
-            data=event.data,
-            metadata=event.metadata or None,
-            timestamp=event.timestamp,
-        )
+        message = event.message()
         if spec.delivery.visibility is Visibility.PRIVATE:
             # Stricter than the entity's role policy: ADMIN, the restaurant's owners, and the
             # user it belongs to (a USER may not open a payments socket, but gets their own).

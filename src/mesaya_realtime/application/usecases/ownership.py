@@ -25,7 +25,6 @@ role, is in docs/ARCHITECTURE.md ("Who may see what").
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.ports.ownership import OwnershipSource
 from mesaya_realtime.application.usecases.features import Feature
+from mesaya_realtime.application.usecases.periodic import Periodic
 from mesaya_realtime.application.usecases.sessions import WILDCARD_SECTION, Session
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import AccessDenied, OwnershipUnavailable
@@ -83,7 +83,7 @@ class OwnershipGuard(Feature):
         self._inflight: dict[str, asyncio.Task[frozenset[str]]] = {}
         self._watched: dict[str, dict[int, Session]] = {}
         self._retry_at: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("ownership re-check", lambda: self.tick, self.recheck)
 
     # -- the rule ------------------------------------------------------------------------
 
@@ -145,23 +145,10 @@ class OwnershipGuard(Feature):
         return sum(len(sessions) for sessions in self._watched.values())
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
+        self._periodic.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick)
-            try:
-                await self.recheck()
-            except Exception:  # the loop must outlive any one failure
-                log.exception("ownership re-check failed")
+        await self._periodic.stop()
 
     async def recheck(self) -> int:
         """Re-check every watched owner whose answer expired; returns the sockets closed."""
