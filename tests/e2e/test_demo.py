@@ -1,0 +1,89 @@
+"""``mesaya-realtime demo`` as a newcomer runs it (the README's first command): the process, its
+printed instructions, and every route they name, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import aiohttp
+import orjson
+import pytest
+
+from tests.support import ROOT, free_port
+
+
+@pytest.fixture
+def demo() -> Iterator[tuple[int, str]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "KAFKA_", "REST_"))}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mesaya_realtime",
+            "demo",
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--interval",
+            "0.3",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        printed = ""
+        deadline = time.monotonic() + 30
+        while "/ws/analytics/" not in printed and time.monotonic() < deadline:
+            printed += process.stdout.readline()
+        token = re.search(r"/ws/tables/main-hall/(\S+)", printed)
+        assert token, printed
+        yield port, token.group(1)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_the_demo_serves_every_route_it_prints(demo: tuple[int, str]) -> None:
+    port, token = demo
+    base = f"127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        tables = await http.ws_connect(f"ws://{base}/ws/tables/main-hall/{token}")
+        assert orjson.loads((await tables.receive(timeout=10)).data)["topic"] == "system.connected"
+        await tables.send_str('{"action":"list_tables"}')
+        while True:
+            reply = orjson.loads((await tables.receive(timeout=10)).data)
+            if reply["topic"] == "tables.list":
+                break
+        assert reply["data"]["data"]
+        bell = await http.ws_connect(f"ws://{base}/ws/notifications?token={token}")
+        stats = await http.ws_connect(f"ws://{base}/ws/analytics/admin/tables/{token}")
+        first = orjson.loads((await stats.receive(timeout=10)).data)
+        assert first["topic"] == "analytics-admin-tables.snapshot"
+        assert orjson.loads((await stats.receive(timeout=10)).data)["topic"] == "system.connected"
+        body = {"event": "payment.approved", "reservation_id": "res-1", "user_id": "demo-user"}
+        async with http.post(
+            f"http://{base}/broadcast", json=body, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            assert response.status == 200
+        topics = set()
+        deadline = asyncio.get_running_loop().time() + 10
+        while {"payment.approved", "tables.updated"} - topics:
+            remaining = deadline - asyncio.get_running_loop().time()
+            topics.add(orjson.loads((await bell.receive(timeout=remaining)).data)["topic"])
+        # the demo's table events make the tables analytics stale: a refreshed snapshot
+        refreshed = orjson.loads((await stats.receive(timeout=10)).data)
+        assert refreshed["metadata"]["origin"] == "refresh"
+        for ws in (tables, bell, stats):
+            await ws.close()
