@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -90,6 +91,30 @@ def build_verifier(settings: Settings) -> JwtVerifier:
     )
 
 
+def configuration_problems(settings: Settings, catalogue: Catalogue = CATALOGUE) -> list[str]:
+    """Every problem of settings that parsed (what needs the catalogue or a key parser), all
+    at once: ``serve``, ``check`` and :func:`build_gateway` report them together."""
+    problems: list[str] = []
+
+    def default_entity() -> None:
+        if catalogue.resolve(settings.ws_default_entity) is None:
+            raise ConfigError(
+                f"WS_DEFAULT_ENTITY: {settings.ws_default_entity!r} is not an entity of the catalogue"
+            )
+
+    checks: list[Callable[[], object]] = [
+        lambda: build_verifier(settings),
+        lambda: check_own_topics(settings, topic_entities(settings, catalogue)),
+        default_entity,
+    ]
+    for check in checks:
+        try:
+            check()
+        except ConfigError as error:
+            problems += error.problems
+    return problems
+
+
 def check_own_topics(settings: Settings, mapping: dict[str, str]) -> None:
     """The gateway's own topics are neither the platform's nor each other."""
     own = {
@@ -153,9 +178,8 @@ class Gateway:
         return report
 
     async def start(self) -> None:
-        """Listen on ``HOST:PORT`` and start the event source (ready or not)."""
-        for feature in self.features:
-            feature.start()
+        """Listen on ``HOST:PORT``, then start the features and the event source (ready or
+        not). A port that cannot be bound is a :class:`ConfigError` naming ``HOST``/``PORT``."""
         install_parser_error_filter(self.metrics.http_parser_error)
         # keepalive_timeout bounds, from the connection's start, how long a request's headers may
         # take (a slow upgrade is closed); an upgraded socket switches keep-alive off.
@@ -173,7 +197,18 @@ class Gateway:
         site = web.TCPSite(
             self._runner, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as error:
+            await self._runner.cleanup()
+            self._runner = None
+            raise ConfigError(
+                f"HOST/PORT: cannot listen on {self.settings.host}:{self.settings.port} "
+                f"({os.strerror(error.errno).lower() if error.errno else error}); "
+                "set PORT (or HOST) to a free address"
+            ) from None
+        for feature in self.features:
+            feature.start()
         server = site._server
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
@@ -214,15 +249,12 @@ def build_gateway(
     catalogue: Catalogue = CATALOGUE,
 ) -> Gateway:
     """Wire a gateway. Without ``source_factory``, Kafka is used when ``KAFKA_ENABLED``."""
+    problems = configuration_problems(settings, catalogue)
+    if problems:
+        raise ConfigError(problems)
     metrics = PrometheusMetrics()
     verifier = build_verifier(settings)
     mapping = topic_entities(settings, catalogue)
-    check_own_topics(settings, mapping)
-    if catalogue.resolve(settings.ws_default_entity) is None:
-        raise ConfigError(
-            "invalid configuration: WS_DEFAULT_ENTITY: "
-            f"{settings.ws_default_entity!r} is not an entity of the catalogue"
-        )
     hub = Hub(text_frame, metrics)
     cache = SnapshotCache(
         max_entries=settings.snapshot_cache_max_entries,

@@ -8,6 +8,7 @@ A wrong value fails at start-up with :class:`ConfigError` naming the variable::
 
 from __future__ import annotations
 
+import difflib
 import re
 import socket
 import uuid
@@ -15,12 +16,19 @@ from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mesaya_realtime.domain.catalogue import CATALOGUE
 
-__all__ = ["ConfigError", "Settings", "load_settings", "parse_duration", "parse_entity_topics"]
+__all__ = [
+    "ConfigError",
+    "Settings",
+    "load_settings",
+    "parse_duration",
+    "parse_entity_topics",
+    "unknown_settings",
+]
 
 DEFAULT_ALLOWED_ACTIONS = (
     "created,updated,deleted,status_changed,user_signed_up,user_logged_in,roles_updated,permissions_updated"
@@ -34,7 +42,22 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m":
 
 
 class ConfigError(Exception):
-    """A configuration value that cannot be used; the message names the variable."""
+    """Configuration that cannot be used: every problem found, each naming its variable."""
+
+    def __init__(self, message: str | list[str]) -> None:
+        problems = [message] if isinstance(message, str) else list(message)
+        self.problems = [p.removeprefix("invalid configuration: ") for p in problems]
+        if len(self.problems) == 1:
+            text = f"invalid configuration: {self.problems[0]}"
+        else:
+            text = f"invalid configuration ({len(self.problems)} problems):\n" + "\n".join(
+                f"  {problem}" for problem in self.problems
+            )
+        super().__init__(text)
+
+
+#: HMAC keys shorter than this are refused (RFC 7518 §3.2: at least the hash's 256 bits).
+MIN_SECRET_BYTES = 32
 
 
 def parse_duration(value: object) -> float:
@@ -113,7 +136,7 @@ class Settings(BaseSettings):
     rest_max_connections: int = Field(default=100, ge=1)
 
     jwt_secret: str = ""
-    jwt_public_key: str = ""
+    jwt_public_key: str = Field(default="", validate_default=True)
     jwt_issuer: str = ""
     jwt_audience: str = ""
     jwt_require_exp: bool = False
@@ -228,7 +251,7 @@ class Settings(BaseSettings):
     def _base_url(cls, value: str) -> str:
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"invalid REST_BASE_URL: {value!r} needs a scheme and a host")
+            raise ValueError(f"{value!r} needs a scheme and a host (http://host:port)")
         return value.rstrip("/")
 
     @field_validator("ws_entity_topics")
@@ -237,11 +260,23 @@ class Settings(BaseSettings):
         parse_entity_topics(value)
         return value
 
-    @model_validator(mode="after")
-    def _jwt_key(self) -> Settings:
-        if not self.jwt_secret and not self.jwt_public_key:
+    @field_validator("jwt_secret", mode="after")
+    @classmethod
+    def _secret_length(cls, value: str) -> str:
+        if value and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (it is {len(value.encode())}); "
+                "make one with: openssl rand -base64 48"
+            )
+        return value
+
+    @field_validator("jwt_public_key", mode="after")
+    @classmethod
+    def _some_key(cls, value: str, info: ValidationInfo) -> str:
+        # A field check (not a model check) so that it is reported with every other problem.
+        if not value and not info.data.get("jwt_secret") and "jwt_secret" in info.data:
             raise ValueError("JWT_SECRET is required (or JWT_PUBLIC_KEY for RS256)")
-        return self
+        return value
 
     @property
     def entity_topics(self) -> dict[str, tuple[str, ...]]:
@@ -270,6 +305,29 @@ class Settings(BaseSettings):
         return ",".join(b.strip() for b in self.kafka_brokers.split(",") if b.strip())
 
 
+_KINDS = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+}
+
+
+def _readable(item: Any) -> str:
+    """A validation error as a person reads it: ``must be a whole number (got 'x')``."""
+    kind = item.get("type", "")
+    context = item.get("ctx") or {}
+    if kind in _KINDS:
+        return f"{_KINDS[kind]} (got {item.get('input')!r})"
+    if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
+        words = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "more than"}
+        bound = next(iter(context.values()), "")
+        return f"must be {words.get(kind, 'less than')} {bound} (got {item.get('input')!r})"
+    if kind == "literal_error":
+        return f"must be one of {context.get('expected', '')} (got {item.get('input')!r})"
+    return str(item.get("msg", "")).removeprefix("Value error, ")
+
+
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
     """Read the settings, turning validation errors into one :class:`ConfigError`."""
     try:
@@ -278,6 +336,54 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
         problems = []
         for item in error.errors():
             name = ".".join(str(part) for part in item["loc"]).upper()
-            message = str(item["msg"]).removeprefix("Value error, ")
-            problems.append(f"{name}: {message}" if name else message)
-        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None
+            message = _readable(item)
+            if message.startswith(name.split(".")[0]) or not name or name == "JWT_PUBLIC_KEY":
+                problems.append(message)  # the message names its variable already
+            else:
+                problems.append(f"{name}: {message}")
+        raise ConfigError(problems) from None
+
+
+#: Prefixes only the gateway's settings use: any other variable with one is a typo. Names
+#: without one (``PORTS``) are reported only when close to a setting's name.
+_OWN_PREFIXES = ("WS_", "JWT_", "REST_", "TABLE_SELECTION_", "SNAPSHOT_", "OWNERSHIP_", "BROADCAST_", "GC_")
+
+
+def _setting_names() -> set[str]:
+    names = {name.upper() for name in Settings.model_fields}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(choice).upper() for choice in alias.choices}
+    return names
+
+
+def dotenv_names(path: str = ".env") -> list[str]:
+    """The variable names a ``.env`` file sets (what pydantic-settings reads too)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    names = []
+    for line in lines:
+        text = line.strip().removeprefix("export ").strip()
+        if text and not text.startswith("#") and "=" in text:
+            names.append(text.split("=", 1)[0].strip())
+    return names
+
+
+def unknown_settings(environ: Mapping[str, str], extra_names: list[str] | None = None) -> list[str]:
+    """Warnings for variables that look like the gateway's settings but are none (a typo is
+    otherwise silently ignored): ``JWT_SECRETS: not a setting (did you mean JWT_SECRET?)``."""
+    known = _setting_names()
+    warnings: list[str] = []
+    for name in sorted({*environ, *(extra_names or [])}):
+        upper = name.upper()
+        if upper in known:
+            continue
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.85)
+        if close or upper.startswith(_OWN_PREFIXES):
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"{name}: not a setting of the gateway, ignored{hint}")
+    return warnings

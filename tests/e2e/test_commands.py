@@ -593,7 +593,7 @@ async def test_upstream_timeout_is_context_deadline_exceeded(
     upstream.script(f"/api/v1/tables/{ident}", 200, {"data": {"id": ident}}, delay=3.0)
     upstream.script(f"/api/v1/tables/section/{ident}", 200, {"data": []}, delay=3.0)
     client = await open_socket("tables", ident, ["OWNER"], on=process)
-    reason = "snapshot request failed: context deadline exceeded"
+    reason = "snapshot request failed: upstream timeout"
     async with client.ws:
         detail = await client.ask({"action": "get_table", "payload": {"id": ident}})
         assert detail["data"] == {"error": reason}

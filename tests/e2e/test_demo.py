@@ -19,7 +19,7 @@ from tests.support import ROOT, free_port
 
 
 @pytest.fixture
-def demo() -> Iterator[tuple[int, str]]:
+def demo() -> Iterator[tuple[int, dict[str, str]]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JWT_", "KAFKA_", "REST_"))}
     process = subprocess.Popen(
@@ -45,21 +45,31 @@ def demo() -> Iterator[tuple[int, str]]:
         assert process.stdout is not None
         printed = ""
         deadline = time.monotonic() + 30
-        while "/ws/analytics/" not in printed and time.monotonic() < deadline:
+        while "  USER " not in printed and time.monotonic() < deadline:
             printed += process.stdout.readline()
-        token = re.search(r"/ws/tables/main-hall/(\S+)", printed)
-        assert token, printed
-        yield port, token.group(1)
+        tokens = dict(re.findall(r"^  (ADMIN|OWNER|USER) +(\S+)$", printed, re.M))
+        assert set(tokens) == {"ADMIN", "OWNER", "USER"}, printed
+        assert f"/ws/tables/main-hall/{tokens['USER']}" in printed
+        assert f"/ws/reservations/rest-1/{tokens['OWNER']}" in printed
+        yield port, tokens
     finally:
         process.terminate()
         process.wait(10)
 
 
-async def test_the_demo_serves_every_route_it_prints(demo: tuple[int, str]) -> None:
-    port, token = demo
+async def test_the_demo_serves_every_route_it_prints(demo: tuple[int, dict[str, str]]) -> None:
+    port, tokens = demo
+    token = tokens["ADMIN"]
     base = f"127.0.0.1:{port}"
     async with aiohttp.ClientSession() as http:
-        tables = await http.ws_connect(f"ws://{base}/ws/tables/main-hall/{token}")
+        # the owner's token opens the demo restaurant's reservations (the ownership check passes)
+        owner = await http.ws_connect(f"ws://{base}/ws/reservations/rest-1/{tokens['OWNER']}")
+        assert orjson.loads((await owner.receive(timeout=10)).data)["topic"] == "system.connected"
+        await owner.close()
+        # the USER's token may not read admin analytics
+        async with http.get(f"http://{base}/ws/analytics/admin/tables/{tokens['USER']}") as refused:
+            assert refused.status in (400, 403)
+        tables = await http.ws_connect(f"ws://{base}/ws/tables/main-hall/{tokens['USER']}")
         assert orjson.loads((await tables.receive(timeout=10)).data)["topic"] == "system.connected"
         await tables.send_str('{"action":"list_tables"}')
         while True:

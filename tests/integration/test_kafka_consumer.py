@@ -144,6 +144,7 @@ def test_a_fresh_source_starts_at_the_end_and_keeps_partition_order(
         status = source.status()
         assert status == {
             "ready": True,
+            "reason": "",
             "connected": True,
             "partitions": 6,
             "missingTopics": [],

@@ -220,10 +220,10 @@ async def test_invalid_payloads(action: str, payload: Any, label: str) -> None:
         (SnapshotNotFound(), "section snapshot not found"),
         (SnapshotUnexpectedStatus(500), "unexpected snapshot response 500"),
         (
-            SnapshotRequestFailed("context deadline exceeded"),
-            "snapshot request failed: context deadline exceeded",
+            SnapshotRequestFailed("upstream timeout"),
+            "snapshot request failed: upstream timeout",
         ),
-        (SnapshotDecodeError("unexpected character"), "decode snapshot: unexpected character"),
+        (SnapshotDecodeError("invalid JSON"), "decode snapshot: invalid JSON"),
     ],
 )
 async def test_snapshot_errors_become_error_replies(error: SnapshotError, reason: str) -> None:

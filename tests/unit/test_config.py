@@ -41,7 +41,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def settings(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
-    monkeypatch.setenv("JWT_SECRET", env.pop("JWT_SECRET", "s3cret"))
+    monkeypatch.setenv("JWT_SECRET", env.pop("JWT_SECRET", "s3cret-" + "0123456789" * 3))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return load_settings()
@@ -73,7 +73,7 @@ def test_defaults_are_the_references(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_default_entity_topics_map_every_reference_topic() -> None:
-    config = load_settings({"jwt_secret": "x"})
+    config = load_settings({"jwt_secret": "x" * 32})
     mapping = topic_entities(config, CATALOGUE)
     assert mapping == {
         "mesa-ya.restaurants.events": "restaurants",
@@ -243,10 +243,11 @@ def test_an_unparsable_public_key_is_a_start_up_error_naming_it(monkeypatch: pyt
 
 def test_dotenv_fills_gaps(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
     (clean_env / ".env").write_text(
-        "JWT_SECRET=from-dotenv\nPORT=9191\nREST_TIMEOUT=2s\nUNRELATED_NAME=ignored\n", encoding="utf-8"
+        "JWT_SECRET=from-dotenv-0123456789-0123456789-0123\nPORT=9191\nREST_TIMEOUT=2s\nUNRELATED_NAME=ignored\n",
+        encoding="utf-8",
     )
     config = load_settings()
-    assert config.jwt_secret == "from-dotenv"
+    assert config.jwt_secret == "from-dotenv-0123456789-0123456789-0123"
     assert config.port == 9191
     assert config.rest_timeout == 2.0
 
@@ -255,25 +256,25 @@ def test_dotenv_never_overrides_the_real_environment(
     monkeypatch: pytest.MonkeyPatch, clean_env: Path
 ) -> None:
     (clean_env / ".env").write_text(
-        "JWT_SECRET=from-dotenv\nPORT=9191\nKAFKA_BROKERS=dotenv:1\nWS_DEFAULT_ENTITY=tables\n",
+        "JWT_SECRET=from-dotenv-0123456789-0123456789-0123\nPORT=9191\nKAFKA_BROKERS=dotenv:1\nWS_DEFAULT_ENTITY=tables\n",
         encoding="utf-8",
     )
-    monkeypatch.setenv("JWT_SECRET", "from-env")
+    monkeypatch.setenv("JWT_SECRET", "from-env-0123456789-0123456789-0123456")
     monkeypatch.setenv("PORT", "7070")
     monkeypatch.setenv("KAFKA_BROKERS", "env:1")
     config = load_settings()
-    assert config.jwt_secret == "from-env"
+    assert config.jwt_secret == "from-env-0123456789-0123456789-0123456"
     assert config.port == 7070
     assert config.kafka_brokers == "env:1"
     assert config.ws_default_entity == "tables"
 
 
 def test_a_wrong_value_in_dotenv_also_names_its_variable(clean_env: Path) -> None:
-    (clean_env / ".env").write_text("JWT_SECRET=x\nREST_TIMEOUT=whenever\n", encoding="utf-8")
+    (clean_env / ".env").write_text("JWT_SECRET=" + "x" * 32 + "\nREST_TIMEOUT=whenever\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="REST_TIMEOUT"):
         load_settings()
 
 
 def test_overrides_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PORT", "7070")
-    assert load_settings({"jwt_secret": "x", "port": 0}).port == 0
+    assert load_settings({"jwt_secret": "x" * 32, "port": 0}).port == 0

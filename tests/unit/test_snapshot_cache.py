@@ -195,7 +195,7 @@ async def test_a_ttl_of_zero_stores_nothing_but_still_shares_calls() -> None:
 
 @pytest.mark.parametrize(
     "error",
-    [SnapshotForbidden(), SnapshotNotFound(), SnapshotRequestFailed("context deadline exceeded")],
+    [SnapshotForbidden(), SnapshotNotFound(), SnapshotRequestFailed("upstream timeout")],
 )
 async def test_errors_are_not_cached(error: Exception) -> None:
     cache, _ = make_cache()
@@ -280,14 +280,14 @@ async def test_an_error_reaches_every_waiting_caller_and_is_not_stored() -> None
     cache, _ = make_cache()
     upstream = Upstream()
     upstream.hold()
-    upstream.error = SnapshotRequestFailed("context deadline exceeded")
+    upstream.error = SnapshotRequestFailed("upstream timeout")
     tasks = [asyncio.create_task(cache.get_or_fetch(list_key(), upstream.fetch())) for _ in range(10)]
     await upstream.started.wait()
     upstream.release()
     results = await asyncio.gather(*tasks, return_exceptions=True)
     assert upstream.calls == 1
     assert all(isinstance(r, SnapshotRequestFailed) for r in results)
-    assert {str(r) for r in results} == {"snapshot request failed: context deadline exceeded"}
+    assert {str(r) for r in results} == {"snapshot request failed: upstream timeout"}
     assert len(cache) == 0
     assert cache.inflight() == 0
 

@@ -83,8 +83,16 @@ class SnapshotUnexpectedStatus(SnapshotError):
 
 
 class SnapshotRequestFailed(SnapshotError):
+    """No answer from the REST API. The reason keeps Go's prefix (a client may match it) but
+    says only ``upstream timeout`` or ``upstream unavailable``: never a host or an exception's
+    text (those are logged, docs/COMPATIBILITY.md "Errors sent to clients")."""
+
+    TIMEOUT = "upstream timeout"
+    UNAVAILABLE = "upstream unavailable"
+
     def __init__(self, cause: str) -> None:
         super().__init__(f"snapshot request failed: {cause}")
+        self.timed_out = cause == self.TIMEOUT
 
 
 class SnapshotDecodeError(SnapshotError):

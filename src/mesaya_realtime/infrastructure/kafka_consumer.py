@@ -119,8 +119,18 @@ class KafkaEventSource(KafkaReader[list[Record]]):
         connected = self._connected
         started = self._since_ms is not None
         waited = time.monotonic() - self._since_monotonic >= self.config.missing_topic_grace
+        ready = connected and started and (not missing or waited)
+        if not connected:
+            reason = "broker unreachable"
+        elif not started:
+            reason = "assigning partitions"
+        elif missing and not waited:
+            reason = "missing topics"
+        else:
+            reason = ""
         return {
-            "ready": connected and started and (not missing or waited),
+            "ready": ready,
+            "reason": reason,
             "connected": connected,
             "partitions": len(assigned),
             "missingTopics": missing,
@@ -222,6 +232,7 @@ class KafkaEventSource(KafkaReader[list[Record]]):
                 except KafkaException as error:
                     self._last_error = str(error)
                     self._set_connected(False)
+                    self._outage()
                     self._stop.wait(1.0)
                     continue
             self._maybe_report_lag(consumer)

@@ -21,10 +21,15 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import threading
+import time
 from typing import Any, Generic, Protocol, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message
+
+from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
+from mesaya_realtime.infrastructure.kafka_logs import client_settings
 
 __all__ = ["KafkaReader", "ReaderConfig", "fetch_batch"]
 
@@ -34,6 +39,8 @@ T = TypeVar("T")
 
 _BACKOFF_FIRST = 0.5
 _BACKOFF_MAX = 10.0
+#: Seconds between the log lines of one outage.
+_OUTAGE_REPORT = 60.0
 
 
 def fetch_batch(consumer: Consumer, size: int, timeout: float) -> list[Message]:
@@ -89,6 +96,12 @@ class KafkaReader(Generic[T]):
         self._consumer: Consumer | None = None
         self._connected = False
         self._last_error = ""
+        #: An outage is logged once when it starts (or at start-up, before the first
+        #: connection), then every _OUTAGE_REPORT seconds with its duration, once when it ends.
+        self._down_since: float | None = time.monotonic()
+        self._outage_logged = False
+        self._next_outage_report = 0.0
+        self._retry_log = RateLimitedLog(log, interval=_OUTAGE_REPORT)
 
     # -- what subclasses provide -------------------------------------------------------------
     def _consumer_settings(self) -> dict[str, Any]:
@@ -124,6 +137,7 @@ class KafkaReader(Generic[T]):
     # -- the thread --------------------------------------------------------------------------
     def _make_consumer(self) -> Consumer:
         settings: dict[str, Any] = {
+            **client_settings(),
             "bootstrap.servers": self.brokers,
             "group.id": self.group_id,
             "enable.auto.commit": False,
@@ -148,11 +162,10 @@ class KafkaReader(Generic[T]):
             except Exception as error:
                 self._last_error = str(error)
                 self._set_connected(False)
-                log.warning(
-                    "kafka reader error; retrying",
-                    extra={"reader": self.name, "error": str(error), "backoff": backoff},
-                )
-                self._stop.wait(backoff)
+                self._outage()
+                self._retry_log.warning("kafka reader error; retrying", reader=self.name, error=str(error))
+                # exponential, capped, with jitter: nodes restarted together do not retry together
+                self._stop.wait(backoff * (0.8 + 0.4 * random.random()))
                 backoff = min(backoff * 2, _BACKOFF_MAX)
             finally:
                 if self._consumer is not None:
@@ -172,6 +185,7 @@ class KafkaReader(Generic[T]):
         self._last_error = str(error)
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             self._set_connected(False)
+            self._outage()
         if error.fatal():
             log.error("fatal kafka error", extra={"reader": self.name, "error": str(error)})
 
@@ -179,11 +193,44 @@ class KafkaReader(Generic[T]):
         if connected == self._connected:
             return
         self._connected = connected
+        now = time.monotonic()
         if connected:
-            log.info("kafka connected", extra={"reader": self.name, "brokers": self.brokers})
+            if self._outage_logged and self._down_since is not None:
+                log.info(
+                    "kafka reachable again",
+                    extra={"reader": self.name, "down_for_s": round(now - self._down_since, 1)},
+                )
+            else:
+                log.info("kafka connected", extra={"reader": self.name, "brokers": self.brokers})
+            self._down_since, self._outage_logged = None, False
         else:
-            log.warning("kafka connection lost", extra={"reader": self.name, "error": self._last_error})
+            self._down_since = now
+            self._outage_logged = False
+            self._outage()
         self._connection_changed(connected)
+
+    def _outage(self) -> None:
+        """Log the outage that is going on: once at its start, then once a period."""
+        if self._connected or self._down_since is None or self._stop.is_set():
+            return
+        now = time.monotonic()
+        if not self._outage_logged:
+            self._outage_logged = True
+            self._next_outage_report = now + _OUTAGE_REPORT
+            log.warning(
+                "kafka unreachable",
+                extra={"reader": self.name, "brokers": self.brokers, "error": self._last_error},
+            )
+        elif now >= self._next_outage_report:
+            self._next_outage_report = now + _OUTAGE_REPORT
+            log.warning(
+                "kafka still unreachable",
+                extra={
+                    "reader": self.name,
+                    "down_for_s": round(now - self._down_since),
+                    "error": self._last_error,
+                },
+            )
 
     def _fetch(self, consumer: Consumer) -> list[Message]:
         """The next batch's messages without errors (a partition's end is not one)."""

@@ -22,6 +22,8 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from mesaya_realtime.infrastructure.kafka_logs import client_settings
+
 __all__ = ["KafkaWriter", "WriteFailed", "ensure_topic"]
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def ensure_topic(
     timeout: float = 30.0,
 ) -> tuple[int, ...]:
     """The topic's partitions, creating the topic when it is missing (blocking; a thread's)."""
-    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 3})
+    admin = AdminClient({**client_settings(), "bootstrap.servers": brokers, "log_level": 3})
     deadline = time.monotonic() + timeout
     created = False
     while True:
@@ -100,6 +102,7 @@ class KafkaWriter:
         self._loop = loop
         self._producer = Producer(
             {
+                **client_settings(),
                 "bootstrap.servers": self.brokers,
                 "acks": "all",
                 "enable.idempotence": True,

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import threading
 from collections.abc import Callable
 
 from mesaya_realtime.application.ports.push import PushUnavailable
+from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
 from mesaya_realtime.infrastructure.kafka_writer import KafkaWriter, WriteFailed, ensure_topic
 
 __all__ = ["InProcessPushChannel", "KafkaPushChannel"]
@@ -33,6 +35,7 @@ class KafkaPushChannel:
         self._writer = KafkaWriter(brokers, name="broadcast")
         self._stop = threading.Event()
         self._ready = False
+        self._retry_log = RateLimitedLog(log, interval=60.0)
 
     def start(self) -> None:
         self._writer.start(asyncio.get_running_loop())
@@ -52,10 +55,8 @@ class KafkaPushChannel:
                 self._ready = True
                 return
             except Exception as error:
-                log.warning(
-                    "broadcast topic not ready; retrying", extra={"error": str(error), "backoff": backoff}
-                )
-                self._stop.wait(backoff)
+                self._retry_log.warning("broadcast topic not ready; retrying", error=str(error))
+                self._stop.wait(backoff * (0.8 + 0.4 * random.random()))  # capped, with jitter
                 backoff = min(backoff * 2, 10.0)
 
     async def stop(self) -> None:

@@ -11,6 +11,7 @@ import orjson
 from yarl import URL
 
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
 from mesaya_realtime.domain.errors import (
     SnapshotDecodeError,
     SnapshotForbidden,
@@ -24,8 +25,6 @@ __all__ = ["RestSnapshotClient"]
 
 log = logging.getLogger(__name__)
 
-#: The reference's wording for a timed-out call, kept for clients that match on it.
-TIMEOUT_CAUSE = "context deadline exceeded"
 _MAX_BODY = 16 * 1024 * 1024
 #: How much of an error response is read (and logged); reading it lets the connection be reused.
 _MAX_ERROR_BODY = 2048
@@ -71,6 +70,7 @@ class RestSnapshotClient:
         self._max_connections = max_connections
         self._metrics = metrics or NullMetrics()
         self._session: aiohttp.ClientSession | None = None
+        self._failure_log = RateLimitedLog(log)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -106,13 +106,11 @@ class RestSnapshotClient:
                         raise SnapshotForbidden()
                     if status == 404:
                         raise SnapshotNotFound()
-                    log.warning(
+                    self._failure_log.warning(
                         "unexpected snapshot response",
-                        extra={
-                            "status": status,
-                            "url": str(response.url),
-                            "body": body.decode(errors="replace"),
-                        },
+                        status=status,
+                        path=request.path,
+                        body=body.decode(errors="replace"),
                     )
                     raise SnapshotUnexpectedStatus(status)
                 raw, too_large = await _read_limited(response, _MAX_BODY)
@@ -123,14 +121,19 @@ class RestSnapshotClient:
                 payload = orjson.loads(raw)
             except orjson.JSONDecodeError as error:
                 outcome = "decode"
-                raise SnapshotDecodeError(str(error)) from error
+                self._failure_log.warning("upstream answer is not JSON", path=request.path)
+                raise SnapshotDecodeError("invalid JSON") from error
             outcome = "ok"
             return unwrap(payload)
         except TimeoutError as error:
             outcome = "timeout"
-            raise SnapshotRequestFailed(TIMEOUT_CAUSE) from error
+            self._failure_log.warning("upstream timeout", path=request.path, timeout=self.timeout)
+            raise SnapshotRequestFailed(SnapshotRequestFailed.TIMEOUT) from error
         except aiohttp.ClientError as error:
             outcome = "network"
-            raise SnapshotRequestFailed(str(error) or type(error).__name__) from error
+            self._failure_log.warning(
+                "upstream unavailable", path=request.path, error=str(error) or type(error).__name__
+            )
+            raise SnapshotRequestFailed(SnapshotRequestFailed.UNAVAILABLE) from error
         finally:
             self._metrics.upstream_call(outcome, time.perf_counter() - started)

@@ -148,8 +148,15 @@ class KafkaSelectionLog(KafkaReader[_Delivery]):
         return tuple(str(partition) for partition in self._partitions) if self._bootstrapped else ()
 
     def status(self) -> dict[str, object]:
+        if not self._connected:
+            reason = "broker unreachable"
+        elif not self._bootstrapped:
+            reason = "rebuilding selections"
+        else:
+            reason = ""
         return {
             "ready": self._bootstrapped and self._connected,
+            "reason": reason,
             "topic": self.config.topic,
             "connected": self._connected,
             "partitions": len(self._partitions),

@@ -26,6 +26,7 @@ from mesaya_realtime.application.usecases.commands import CommandService
 from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
+from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
 from mesaya_realtime.application.usecases.notifications import NotificationFeed
 from mesaya_realtime.application.usecases.sessions import Session
 from mesaya_realtime.domain.analytics import key_of
@@ -42,6 +43,8 @@ from mesaya_realtime.interface.websocket import (
 __all__ = ["GatewayServices", "create_app"]
 
 log = logging.getLogger(__name__)
+_REFUSALS = RateLimitedLog(log)
+_CLOSES = RateLimitedLog(log)
 
 #: Heartbeats are spread over the last fifth of ``WS_HEARTBEAT`` (see entity_socket).
 _HEARTBEAT_JITTER = 0.2
@@ -84,9 +87,26 @@ def _token_from(request: web.Request) -> str:
     return _bearer(request)
 
 
-def _reject(services: GatewayServices, status: int, message: str) -> web.Response:
+def _reject(request: web.Request, services: GatewayServices, status: int, message: str) -> web.Response:
+    """A refusal before the upgrade: counted, logged (never the token; rate-limited per status
+    and reason, so a reconnect storm writes a line per kind per 10 s), answered in JSON."""
     services.metrics.handshake_rejected(status)
+    _REFUSALS.info(
+        "handshake refused",
+        kind=f"{status} {message}",
+        status=status,
+        reason=message,
+        path=_without_token(request),
+        remote=request.remote or "",
+    )
     return web.json_response({"message": message}, status=status)
+
+
+def _without_token(request: web.Request) -> str:
+    """The request's path as logged: a token in the path is replaced by ``<token>``."""
+    token = request.match_info.get("token", "")
+    path = request.path
+    return path.replace(token, "<token>") if token else path
 
 
 def _node_refusal(services: GatewayServices, request: web.Request) -> web.Response | None:
@@ -94,9 +114,9 @@ def _node_refusal(services: GatewayServices, request: web.Request) -> web.Respon
     if services.allowed_origins:
         origin = request.headers.get("Origin", "").strip().rstrip("/").lower()
         if origin and origin not in services.allowed_origins:
-            return _reject(services, 403, "origin not allowed")
+            return _reject(request, services, 403, "origin not allowed")
     if services.max_connections and len(services.hub) >= services.max_connections:
-        return _reject(services, 503, "too many connections")
+        return _reject(request, services, 503, "too many connections")
     return None
 
 
@@ -129,16 +149,16 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
             request.match_info["entity"], request.match_info["section"], _token_from(request)
         )
     except HandshakeRejected as rejected:
-        return _reject(services, rejected.status, rejected.message)
+        return _reject(request, services, rejected.status, rejected.message)
     ws = _websocket(services)
     if _not_an_upgrade(request, ws):
-        return _reject(services, 400, "Bad Request")
+        return _reject(request, services, 400, "Bad Request")
     section = request.match_info["section"].strip()
     if services.connect.needs_admission(spec, principal, section):
         try:
             await services.connect.admit(spec, principal, section)
         except HandshakeRejected as rejected:
-            return _reject(services, rejected.status, rejected.message)
+            return _reject(request, services, rejected.status, rejected.message)
     return await _serve(
         request, ws, services, lambda connection: services.sockets.open(connection, principal, spec, section)
     )
@@ -156,15 +176,15 @@ async def notifications_socket(request: web.Request) -> web.StreamResponse:
             raise AuthError("missing token")
         principal = services.connect.verifier.verify(token)
     except AuthError:
-        return _reject(services, 401, "invalid or missing token")
+        return _reject(request, services, 401, "invalid or missing token")
     ws = _websocket(services)
     if _not_an_upgrade(request, ws):
-        return _reject(services, 400, "Bad Request")
+        return _reject(request, services, 400, "Bad Request")
     feed = services.notifications
     try:
         owned = await feed.admit(principal)
     except OwnershipUnavailable as error:
-        return _reject(services, 503, error.reason)
+        return _reject(request, services, 503, error.reason)
     starting = feed.topics(principal)
     return await _serve(
         request,
@@ -185,24 +205,24 @@ async def analytics_socket(request: web.Request) -> web.StreamResponse:
         return refused
     key = key_of(request.match_info["scope"], request.match_info["entity"])
     if key is None:
-        return _reject(services, 404, "analytics endpoint not available")
+        return _reject(request, services, 404, "analytics endpoint not available")
     token = _token_from(request)
     principal = None
     if token:
         try:
             principal = services.connect.verifier.verify(token)
         except AuthError:
-            return _reject(services, 401, "invalid token")
+            return _reject(request, services, 401, "invalid token")
     elif key.token_required:
-        return _reject(services, 400, "missing token")
+        return _reject(request, services, 400, "missing token")
     try:
         query = await services.analytics.check(key, principal, request.query)
         ws = _websocket(services)
         if _not_an_upgrade(request, ws):
-            return _reject(services, 400, "Bad Request")
+            return _reject(request, services, 400, "Bad Request")
         admitted = await services.analytics.admit(key, principal, query)
     except AnalyticsRejected as rejected:
-        return _reject(services, rejected.status, rejected.message)
+        return _reject(request, services, rejected.status, rejected.message)
     return await _serve(
         request,
         ws,
@@ -257,6 +277,13 @@ async def _serve(
         )
     finally:
         await services.sockets.close(session)
+        _CLOSES.debug(
+            "socket closed",
+            kind=f"{session.entity.name} {ws.close_code}",
+            entity=session.entity.name,
+            code=ws.close_code,
+            remote=request.remote or "",
+        )
         # aiohttp keeps the heartbeat's data callback (a bound method of ``ws``) on the
         # protocol after the socket ends: protocol -> ws -> request -> protocol, a cycle that
         # only a full collection frees. Dropped here, a closed socket's objects go at once.

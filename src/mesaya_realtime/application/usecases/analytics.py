@@ -88,7 +88,7 @@ def _reason(error: SnapshotError) -> tuple[int, str]:
         return 403, "forbidden"
     if isinstance(error, SnapshotNotFound):
         return 404, "analytics not found"
-    if isinstance(error, SnapshotRequestFailed) and "deadline" in str(error):
+    if isinstance(error, SnapshotRequestFailed) and error.timed_out:
         return 504, "analytics timeout"
     return 500, "unable to fetch analytics"
 
