@@ -331,6 +331,7 @@ def start_server(kind: str, brokers: str, upstream: str, layout: Layout) -> Serv
             "REST_BASE_URL": upstream,
             "LOG_LEVEL": "warn",
             "LOG_FORMAT": "json",
+            "WORKERS": "1",  # pinned to one core: one process
         }
         return Server(kind, [PYTHON, "-m", "mesaya_realtime", "serve"], env, port, layout)
     module = {"floor": "bench.servers.floor", "fastapi": "bench.servers.fastapi_app"}[kind]

@@ -245,6 +245,7 @@ def gateway_env(upstream_url: str, **extra: str) -> dict[str, str]:
         "REST_BASE_URL": upstream_url,
         "KAFKA_ENABLED": "false",
         "LOG_LEVEL": "info",
+        "WORKERS": "1",  # one process unless a test asks for more
     }
     env.update(extra)
     return env

@@ -40,6 +40,7 @@ from mesaya_realtime.infrastructure.demo import (
 )
 from mesaya_realtime.infrastructure.event_loop import run
 from mesaya_realtime.infrastructure.logging_setup import configure_logging
+from mesaya_realtime.infrastructure.workers import Supervisor, available_cpus, worker_identity
 
 __all__ = ["main"]
 
@@ -240,12 +241,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mesaya-realtime {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+    serve_parser = commands.add_parser(
         "serve",
         help="run the gateway (configuration from the environment and .env)",
-        description="Run the gateway. Every problem of the configuration is reported at once (exit 2).",
+        description=(
+            "Run the gateway: WORKERS processes (default: one per usable CPU) sharing the port, "
+            "under one supervisor. Every problem of the configuration is reported at once (exit 2)."
+        ),
         epilog=_settings_help(),
         formatter_class=raw,
+    )
+    serve_parser.add_argument(
+        "--workers", type=int, default=None, help="worker processes (overrides WORKERS; 1: a single process)"
     )
     demo_parser = commands.add_parser(
         "demo",
@@ -298,9 +305,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "token":
             return token(args.sub, args.role or ["USER"], args.ttl)
         if args.command == "serve":
-            settings = load_settings()
+            overrides = {} if args.workers is None else {"workers": args.workers}
+            settings = load_settings(overrides)
             configure_logging(settings.log_level, settings.log_format)
-            _warn_unknown_settings()
+            count = settings.workers or available_cpus()
+            if count > 1 and worker_identity() is None:
+                problems = configuration_problems(settings)
+                if problems:
+                    raise ConfigError(problems)
+                _warn_unknown_settings()
+                log.info("starting workers", extra={"workers": count})
+                return Supervisor(count).run()
+            if worker_identity() is None:
+                _warn_unknown_settings()  # once, by the supervisor or the only process
             run(serve(settings), settings.event_loop)
         else:
             configure_logging("info", "text")

@@ -51,6 +51,7 @@ from mesaya_realtime.infrastructure.selection_log import (
     KafkaSelectionConfig,
     KafkaSelectionLog,
 )
+from mesaya_realtime.infrastructure.workers import WorkerStatus, worker_identity
 from mesaya_realtime.interface.frames import text_frame
 from mesaya_realtime.interface.http import GatewayServices, create_app
 from mesaya_realtime.interface.server_log import install_parser_error_filter
@@ -162,9 +163,40 @@ class Gateway:
     _runner: web.AppRunner | None = field(default=None, repr=False)
     _skip_flush: Periodic | None = field(default=None, repr=False)
     _gc: GcFreezer | None = field(default=None, repr=False)
+    #: This process's place among ``--workers`` (None: the only process).
+    worker: WorkerStatus | None = None
+    _worker_state: Periodic | None = field(default=None, repr=False)
     port: int = 0
 
+    def health(self) -> dict[str, object]:
+        """``GET /health``: this process's sockets, or every worker's under ``--workers``."""
+        if self.worker is None:
+            return {"status": "ok", "sockets": len(self.hub)}
+        workers = self.worker.workers()
+        own = self.worker.identity.index
+        sockets = sum(len(self.hub) if w["index"] == own else w["sockets"] for w in workers)
+        up = sum(1 for w in workers if w["up"] or w["index"] == own)
+        return {"status": "ok", "sockets": sockets, "workers": {"up": up, "expected": len(workers)}}
+
     def readiness(self) -> dict[str, object]:
+        """``GET /ready``: this node's report; under ``--workers``, ready only when every
+        worker is up and ready (``workers`` lists them)."""
+        report = self._own_readiness()
+        if self.worker is not None:
+            own = self.worker.identity.index
+            workers = self.worker.workers()
+            for state in workers:
+                if state["index"] == own:
+                    state.update(up=True, ready=bool(report["ready"]), sockets=len(self.hub))
+            report["workers"] = workers
+            report["ready"] = all(state["ready"] for state in workers)
+        return report
+
+    def _publish_worker_state(self) -> None:
+        if self.worker is not None:
+            self.worker.publish(bool(self._own_readiness()["ready"]), len(self.hub))
+
+    def _own_readiness(self) -> dict[str, object]:
         if self.source is None:
             report: dict[str, object] = {"ready": True, "events": "disabled"}
         else:
@@ -195,7 +227,12 @@ class Gateway:
         )
         await self._runner.setup()
         site = web.TCPSite(
-            self._runner, self.settings.host, self.settings.port, backlog=4096, reuse_address=True
+            self._runner,
+            self.settings.host,
+            self.settings.port,
+            backlog=4096,
+            reuse_address=True,
+            reuse_port=self.worker is not None,  # the workers share the port (SO_REUSEPORT)
         )
         try:
             await site.start()
@@ -221,12 +258,18 @@ class Gateway:
             self._skip_flush.start()
         self._gc = GcFreezer(self.settings.gc_freeze_interval)
         self._gc.start()
+        if self.worker is not None:
+            self._publish_worker_state()
+            self._worker_state = Periodic("worker state", 1.0, self._publish_worker_state)
+            self._worker_state.start()
         log.info(
             "gateway listening",
             extra={"host": self.settings.host, "port": self.port, "event_loop": loop_name()},
         )
 
     async def stop(self) -> None:
+        if self._worker_state is not None:
+            await self._worker_state.stop()
         if self._gc is not None:
             await self._gc.stop()
         if self._skip_flush is not None:
@@ -354,6 +397,7 @@ def build_gateway(
         max_connections=settings.ws_max_connections,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
+        health=lambda: gateway.health(),
         notifications=notifications,
         broadcasts=broadcasts,
         analytics=analytics,
@@ -375,6 +419,7 @@ def build_gateway(
         app=app,
         source_factory=source_factory,
         features=features,
+        worker=WorkerStatus(identity) if (identity := worker_identity()) is not None else None,
     )
     return gateway
 

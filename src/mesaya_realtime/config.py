@@ -164,6 +164,8 @@ class Settings(BaseSettings):
     #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's
     #: default collector); see infrastructure/gc_policy.py.
     gc_freeze_interval: float = Field(default=10.0, ge=0)
+    #: Worker processes sharing the port (infrastructure/workers.py); 0: one per usable CPU.
+    workers: int = Field(default=0, ge=0, le=256)
     #: The asyncio event loop (infrastructure/event_loop.py): uvloop where installed.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     ws_allowed_origins: str = ""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 __all__ = ["PrometheusMetrics"]
 
@@ -24,7 +26,14 @@ class PrometheusMetrics:
         self.deliveries = Counter(
             "mesaya_deliveries", "Messages written to sockets by fan-out", ["entity"], registry=r
         )
-        self.open_sockets = Gauge("mesaya_open_sockets", "Open WebSocket connections", ["entity"], registry=r)
+        # multiprocess_mode: how workers' values add up under ``--workers`` (ignored otherwise)
+        self.open_sockets = Gauge(
+            "mesaya_open_sockets",
+            "Open WebSocket connections",
+            ["entity"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.commands = Counter(
             "mesaya_commands", "Client commands", ["entity", "kind", "outcome"], registry=r
         )
@@ -60,9 +69,18 @@ class PrometheusMetrics:
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "mesaya_consumer_lag", "Kafka records behind the end", ["topic", "partition"], registry=r
+            "mesaya_consumer_lag",
+            "Kafka records behind the end",
+            ["topic", "partition"],
+            registry=r,
+            multiprocess_mode="livemax",
         )
-        self.consumer_up = Gauge("mesaya_consumer_up", "1 when the Kafka consumer is connected", registry=r)
+        self.consumer_up = Gauge(
+            "mesaya_consumer_up",
+            "1 when the Kafka consumer is connected (every worker's, under --workers)",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
 
     def events_consumed(self, topic: str, count: int) -> None:
         self._child(self.consumed, topic).inc(count)
@@ -117,4 +135,11 @@ class PrometheusMetrics:
         return child
 
     def render(self) -> bytes:
+        """This process's metrics, or every worker's added up (``--workers``: the Prometheus
+        client's multiprocess mode, docs/ARCHITECTURE.md "Every core")."""
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if directory:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return generate_latest(self.registry)

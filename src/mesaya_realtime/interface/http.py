@@ -65,6 +65,7 @@ class GatewayServices:
     max_inflight_commands: int
     render_metrics: Callable[[], bytes]
     readiness: Callable[[], dict[str, object]]
+    health: Callable[[], dict[str, object]]
     notifications: NotificationFeed
     broadcasts: BroadcastService
     analytics: AnalyticsService
@@ -383,7 +384,7 @@ def _may_broadcast(services: GatewayServices, token: str) -> bool:
 
 async def health(request: web.Request) -> web.Response:
     services: GatewayServices = request.app[SERVICES]
-    return web.json_response({"status": "ok", "sockets": len(services.hub)})
+    return web.json_response(services.health())
 
 
 async def ready(request: web.Request) -> web.Response:
