@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the gateway (configuration from the environment and .env)",
         description=(
-            "Run the gateway: WORKERS processes (default: one per usable CPU) sharing the port, "
+            "Run the gateway: WORKERS processes (default: one per usable CPU) sharing the port,\n"
             "under one supervisor. Every problem of the configuration is reported at once (exit 2)."
         ),
         epilog=_settings_help(),
