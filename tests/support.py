@@ -283,3 +283,16 @@ def kafka_address() -> str:
     if result.returncode != 0:
         raise RuntimeError(f"cannot start Kafka: {result.stderr[-3000:]}")
     return result.stdout.strip().splitlines()[-1]
+
+
+async def refusal(http: Any, gateway: GatewayProcess, path: str, **headers: str) -> tuple[int, Any]:
+    """The HTTP answer to an upgrade request that is refused before the upgrade."""
+    upgrade = {
+        "Connection": "Upgrade",
+        "Upgrade": "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        **headers,
+    }
+    async with http.get(f"{gateway.url}{path}", headers=upgrade) as response:
+        return int(response.status), orjson.loads(await response.read())

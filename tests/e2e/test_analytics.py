@@ -24,6 +24,7 @@ from tests.support import (
     RecordingUpstream,
     gateway_env,
     make_token,
+    refusal,
     running_gateway,
     start_upstream,
 )
@@ -51,20 +52,6 @@ def stats_gateway(
     )
     with running_gateway(env, tmp_path_factory.mktemp("stats-gateway"), ready=True) as process:
         yield process
-
-
-async def refusal(
-    http: aiohttp.ClientSession, gateway: GatewayProcess, path: str, **headers: str
-) -> tuple[int, Any]:
-    upgrade = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        **headers,
-    }
-    async with http.get(f"{gateway.url}{path}", headers=upgrade) as response:
-        return response.status, orjson.loads(await response.read())
 
 
 class Stats:

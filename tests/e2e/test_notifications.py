@@ -24,6 +24,7 @@ from tests.support import (
     RecordingUpstream,
     gateway_env,
     make_token,
+    refusal,
     running_gateway,
     start_upstream,
 )
@@ -62,20 +63,6 @@ async def bell(
     first = await client.receive(20)
     assert first["topic"] == "system.pong", first  # the first frame: no system.connected
     return client
-
-
-async def refusal(
-    http: aiohttp.ClientSession, gateway: GatewayProcess, path: str, **headers: str
-) -> tuple[int, Any]:
-    upgrade = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-        **headers,
-    }
-    async with http.get(f"{gateway.url}{path}", headers=upgrade) as response:
-        return response.status, orjson.loads(await response.read())
 
 
 async def expect_per_topic(client: EventClient, expected: list[dict[str, Any]]) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import orjson
@@ -29,6 +28,7 @@ from tests.support import (
     free_port,
     gateway_env,
     make_token,
+    refusal,
     running_gateway,
     start_upstream,
 )
@@ -59,18 +59,6 @@ def tenant_gateway(
     )
     with running_gateway(env, tmp_path_factory.mktemp("tenant-gateway"), ready=True) as process:
         yield process
-
-
-async def refusal(http: aiohttp.ClientSession, gateway: GatewayProcess, path: str) -> tuple[int, Any]:
-    """The HTTP answer to an upgrade request that is refused before the upgrade."""
-    headers = {
-        "Connection": "Upgrade",
-        "Upgrade": "websocket",
-        "Sec-WebSocket-Version": "13",
-        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-    }
-    async with http.get(f"{gateway.url}{path}", headers=headers) as response:
-        return response.status, orjson.loads(await response.read())
 
 
 async def connect(

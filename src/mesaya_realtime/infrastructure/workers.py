@@ -41,7 +41,7 @@ DIRECTORY_VARIABLE = "MESAYA_WORKER_DIR"
 #: A worker's exit status for a configuration problem (as ``serve``'s).
 CONFIG_EXIT = 2
 #: A worker whose state file is older than this is reported down.
-STALE_AFTER = 3.0
+STALE_AFTER = 5.0
 
 
 def available_cpus() -> int:
