@@ -237,6 +237,34 @@ async def test_another_entitys_action_is_unsupported(open_socket: Callable[..., 
             }
 
 
+async def test_every_reply_carries_the_commands_request_id(open_socket: Callable[..., Any]) -> None:
+    client = await open_socket("tables", "main-hall", ["USER"])
+    async with client.ws:
+        pong = await client.ask({"action": "ping", "requestId": "r-1"})
+        assert (pong["topic"], pong["metadata"]) == ("system.pong", {"requestId": "r-1"})
+        listed = await client.ask({"action": "list_tables", "payload": {"limit": 2}, "requestId": "r-2"})
+        assert listed["topic"] == "tables.list"
+        assert listed["metadata"]["requestId"] == "r-2"
+        assert listed["metadata"]["limit"] == "2"  # the reply's own metadata is kept
+        again = await client.ask({"action": "list_tables", "payload": {"limit": 2}, "requestId": "r-3"})
+        assert again["metadata"]["requestId"] == "r-3"  # a cache hit (answered at once) too
+        refused = await client.ask({"action": "explode", "requestId": "r-4"})
+        assert refused["metadata"] == {
+            "action": "unknown",
+            "reason": "unsupported action",
+            "requestId": "r-4",
+            "sectionId": "main-hall",
+        }
+        plain = await client.ask({"action": "ping"})
+        assert "metadata" not in plain  # without one, replies are as before
+        for bad in (7, "", "x" * 65, ["r"], {"id": 1}):
+            reply = await client.ask({"action": "ping", "requestId": bad})
+            assert reply["topic"] == "tables.error"
+            assert reply["metadata"]["reason"] == "invalid payload", bad
+        fine = await client.ask({"action": "ping", "requestId": "x" * 64})
+        assert fine["metadata"] == {"requestId": "x" * 64}
+
+
 # Owner variants and list payload rules --------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ task per answered command (interface/websocket.py).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mesaya_realtime.application.ports.auth import TokenVerifier
@@ -50,15 +50,21 @@ AUTHENTICATE_ACTIONS = ("authenticate", "refresh_token")
 _MAX_ACTION = 128
 
 
+#: The longest ``requestId`` a command may carry (docs/WEBSOCKET_ENDPOINTS.md "Request ids").
+MAX_REQUEST_ID = 64
+
+
 class Envelope:
     """A validated command frame."""
 
-    __slots__ = ("action", "payload", "topic")
+    __slots__ = ("action", "payload", "request_id", "topic")
 
-    def __init__(self, action: str, topic: str, payload: Any) -> None:
+    def __init__(self, action: str, topic: str, payload: Any, request_id: str = "") -> None:
         self.action = action
         self.topic = topic
         self.payload = payload
+        #: The client's id for this command, echoed in every reply's ``metadata.requestId``.
+        self.request_id = request_id
 
     @classmethod
     def parse(cls, frame: object) -> Envelope:
@@ -71,7 +77,12 @@ class Envelope:
             raise InvalidPayload()
         if topic is not None and not isinstance(topic, str):
             raise InvalidPayload()
-        return cls(action.strip().lower(), (topic or "").strip(), frame.get("payload"))
+        request_id = frame.get("requestId")
+        if request_id is not None and (
+            not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID
+        ):
+            raise InvalidPayload()
+        return cls(action.strip().lower(), (topic or "").strip(), frame.get("payload"), request_id or "")
 
 
 Reply = Message | None
@@ -179,6 +190,8 @@ class CommandService:
             return self._refused(session, command, envelope, error)
         if reply is not LATER:
             self.metrics.command(session.entity.name, command.kind, "ok")
+            if isinstance(reply, Message):
+                return _tagged(reply, envelope)
         return reply
 
     async def handle(self, session: Session, envelope: Envelope) -> Message | None:
@@ -189,14 +202,14 @@ class CommandService:
         except CommandError as error:
             return self._refused(session, command, envelope, error)
         self.metrics.command(session.entity.name, command.kind, "ok")
-        return reply
+        return _tagged(reply, envelope) if reply is not None else None
 
     def _refused(
         self, session: Session, command: Command, envelope: Envelope, error: CommandError
     ) -> Message:
         self.metrics.command(session.entity.name, command.kind, "error")
         label = command.error_label or envelope.action
-        return error_message(session.entity.name, session.section, label, error.reason)
+        return _tagged(error_message(session.entity.name, session.section, label, error.reason), envelope)
 
     # -- the commands ------------------------------------------------------------------------
     @staticmethod
@@ -295,6 +308,13 @@ class CommandService:
             topics.discard(topic)
         session.topics, session.own_topics = topics, True
         return None
+
+
+def _tagged(reply: Message, envelope: Envelope) -> Message:
+    """The reply to a command that carried a ``requestId``, with it in ``metadata.requestId``."""
+    if not envelope.request_id:
+        return reply
+    return replace(reply, metadata={**(reply.metadata or {}), "requestId": envelope.request_id})
 
 
 def _pong(session: Session, envelope: Envelope) -> Reply:
