@@ -49,6 +49,7 @@ def stats_gateway(
         KAFKA_BROKERS=kafka_brokers,
         REST_TIMEOUT="1s",
         SNAPSHOT_REFRESH_QUIET=f"{QUIET}s",
+        OWNERSHIP_CACHE_TTL="1s",
     )
     with running_gateway(env, tmp_path_factory.mktemp("stats-gateway"), ready=True) as process:
         yield process
@@ -239,6 +240,38 @@ async def test_an_owner_cannot_switch_to_a_restaurant_they_do_not_own(
     again = await stats.send({"action": "refresh"})
     assert again["resourceId"] == f"{p}-mine"  # the socket's request did not change
     await stats.close()
+
+
+async def test_an_owner_who_lost_the_restaurant_gets_no_more_refreshes_of_it(
+    stats_gateway: GatewayProcess,
+    stats_upstream: RecordingUpstream,
+    kafka_brokers: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    p = unique("al")
+    kept, lost, restaurant = f"{p}-kept", f"{p}-lost", f"{p}-r"
+    stats_upstream.own(kept, restaurant)
+    stats_upstream.own(lost, restaurant)
+    base = f"{stats_gateway.ws_url}/ws/analytics/restaurant/users"
+    keeper = await Stats.open(http, f"{base}/{make_token(kept, ['OWNER'])}?restaurantId={restaurant}")
+    loser = await Stats.open(http, f"{base}/{make_token(lost, ['OWNER'])}?restaurantId={restaurant}")
+    stats_upstream.disown(lost, restaurant)
+    await asyncio.sleep(1.5)  # past OWNERSHIP_CACHE_TTL: the next check asks the REST API
+    reservation = ks.reservation_event("created", f"{p}-res", restaurant, f"{p}-u")
+    producer = EventProducer(kafka_brokers)
+    producer.send("mesa-ya.reservations.events", reservation[0], key=p)
+    producer.flush()
+    # the sentinel: the owner who still owns it gets the refresh
+    pushed = await keeper.receive()
+    assert (pushed["topic"], pushed["metadata"]["origin"]) == (
+        "analytics-restaurant-users.snapshot",
+        "refresh",
+    )
+    # the other one's socket is closed (1008), with no snapshot of the restaurant before it
+    frame = await loser.ws.receive(timeout=10)
+    assert frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), frame
+    assert loser.ws.close_code == 1008
+    await keeper.close()
 
 
 #: (entity of the event, an event of it, the analytics keys it refreshes) — reference §8.6
