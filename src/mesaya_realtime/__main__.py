@@ -27,6 +27,7 @@ from mesaya_realtime.config import (
     ConfigError,
     Settings,
     dotenv_names,
+    dotenv_values,
     load_settings,
     parse_duration,
     unknown_settings,
@@ -77,15 +78,7 @@ async def serve(settings: Settings) -> None:
 def _configured(name: str) -> str:
     """A variable from the environment, else from ``.env`` (as ``serve`` reads them)."""
     value = os.environ.get(name)
-    if value is not None:
-        return value
-    with contextlib.suppress(OSError):
-        with open(".env", encoding="utf-8") as handle:
-            for line in handle:
-                text = line.strip().removeprefix("export ").strip()
-                if text.startswith(f"{name}="):
-                    return text.split("=", 1)[1].strip().strip("\"'")
-    return ""
+    return value if value is not None else dotenv_values().get(name, "")
 
 
 def sign(secret: str, sub: str, roles: Sequence[str], ttl: float) -> str:

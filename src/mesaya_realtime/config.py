@@ -360,19 +360,25 @@ def _setting_names() -> set[str]:
     return names
 
 
-def dotenv_names(path: str = ".env") -> list[str]:
-    """The variable names a ``.env`` file sets (what pydantic-settings reads too)."""
+def dotenv_values(path: str = ".env") -> dict[str, str]:
+    """The variables a ``.env`` file sets (what pydantic-settings reads too), quotes removed."""
     try:
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
     except OSError:
-        return []
-    names = []
+        return {}
+    values: dict[str, str] = {}
     for line in lines:
         text = line.strip().removeprefix("export ").strip()
         if text and not text.startswith("#") and "=" in text:
-            names.append(text.split("=", 1)[0].strip())
-    return names
+            name, _, value = text.partition("=")
+            values[name.strip()] = str(_unquote(value))
+    return values
+
+
+def dotenv_names(path: str = ".env") -> list[str]:
+    """The variable names a ``.env`` file sets."""
+    return list(dotenv_values(path))
 
 
 def unknown_settings(environ: Mapping[str, str], extra_names: list[str] | None = None) -> list[str]:

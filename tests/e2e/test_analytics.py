@@ -26,25 +26,17 @@ from tests.support import (
     make_token,
     refusal,
     running_gateway,
-    start_upstream,
 )
 
 QUIET = 0.3
 
 
 @pytest.fixture(scope="module")
-def stats_upstream() -> Iterator[RecordingUpstream]:
-    server = start_upstream()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stats_gateway(
-    kafka_brokers: str, stats_upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+    kafka_brokers: str, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     env = gateway_env(
-        stats_upstream.url,
+        upstream.url,
         KAFKA_ENABLED="true",
         KAFKA_BROKERS=kafka_brokers,
         REST_TIMEOUT="1s",
@@ -89,7 +81,7 @@ class Stats:
 
 
 async def test_the_error_table_in_the_references_order(
-    stats_gateway: GatewayProcess, stats_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    stats_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("ae")
     admin = make_token(f"{p}-adm", ["ADMIN"])
@@ -117,18 +109,18 @@ async def test_the_error_table_in_the_references_order(
         ((500, 0.0), (500, "unable to fetch analytics")),
         ((200, 3.0), (504, "analytics timeout")),  # slower than REST_TIMEOUT (1 s)
     ):
-        stats_upstream.script("/api/v1/payments/analytics", status=answer[0], delay=answer[1])
+        upstream.script("/api/v1/payments/analytics", status=answer[0], delay=answer[1])
         got = await refusal(http, stats_gateway, f"/ws/analytics/admin/payments/{admin}")
         assert got == (expected[0], {"message": expected[1]}), answer
-    stats_upstream.scripts.pop("/api/v1/payments/analytics")
+    upstream.scripts.pop("/api/v1/payments/analytics")
 
 
 async def test_the_first_snapshot_then_system_connected_and_every_token_source(
-    stats_gateway: GatewayProcess, stats_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    stats_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("ac")
     owner, restaurant = f"{p}-o", f"{p}-r"
-    stats_upstream.own(owner, restaurant)
+    upstream.own(owner, restaurant)
     token = make_token(owner, ["OWNER"], sid=f"{p}-sid")
     base = f"{stats_gateway.ws_url}/ws/analytics/rest/Restaurant_Users"
     opened = [
@@ -174,9 +166,7 @@ async def test_the_first_snapshot_then_system_connected_and_every_token_source(
         }
         await stats.close()
     calls = [
-        c
-        for c in stats_upstream.calls("/api/v1/users/analytics")
-        if c["query"].get("restaurantId") == restaurant
+        c for c in upstream.calls("/api/v1/users/analytics") if c["query"].get("restaurantId") == restaurant
     ]
     assert len(calls) == 3
     assert calls[0]["authorization"] == f"Bearer {token}"
@@ -189,7 +179,7 @@ async def test_the_first_snapshot_then_system_connected_and_every_token_source(
 
 
 async def test_commands_merge_into_the_request(
-    stats_gateway: GatewayProcess, stats_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    stats_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("aq")
     admin = make_token(f"{p}-adm", ["ADMIN"])
@@ -216,20 +206,20 @@ async def test_commands_merge_into_the_request(
     assert refused["metadata"]["action"] == "list_payments"  # the action sent (reference §6.4)
     bad = await stats.send({"action": "refresh", "payload": {"query": ["x"]}})
     assert bad["metadata"]["reason"] == "invalid payload"
-    stats_upstream.script("/api/v1/payments/analytics", status=500)
+    upstream.script("/api/v1/payments/analytics", status=500)
     failed = await stats.send({"action": "refresh"})
-    stats_upstream.scripts.pop("/api/v1/payments/analytics")
+    upstream.scripts.pop("/api/v1/payments/analytics")
     assert failed["topic"] == "analytics-admin-payments.error"
     assert failed["metadata"]["reason"] == "unable to fetch analytics"
     await stats.close()
 
 
 async def test_an_owner_cannot_switch_to_a_restaurant_they_do_not_own(
-    stats_gateway: GatewayProcess, stats_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    stats_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("aw")
     owner = f"{p}-o"
-    stats_upstream.own(owner, f"{p}-mine")
+    upstream.own(owner, f"{p}-mine")
     token = make_token(owner, ["OWNER"])
     stats = await Stats.open(
         http, f"{stats_gateway.ws_url}/ws/analytics/restaurant/users/{token}?restaurantId={p}-mine"
@@ -244,18 +234,18 @@ async def test_an_owner_cannot_switch_to_a_restaurant_they_do_not_own(
 
 async def test_an_owner_who_lost_the_restaurant_gets_no_more_refreshes_of_it(
     stats_gateway: GatewayProcess,
-    stats_upstream: RecordingUpstream,
+    upstream: RecordingUpstream,
     kafka_brokers: str,
     http: aiohttp.ClientSession,
 ) -> None:
     p = unique("al")
     kept, lost, restaurant = f"{p}-kept", f"{p}-lost", f"{p}-r"
-    stats_upstream.own(kept, restaurant)
-    stats_upstream.own(lost, restaurant)
+    upstream.own(kept, restaurant)
+    upstream.own(lost, restaurant)
     base = f"{stats_gateway.ws_url}/ws/analytics/restaurant/users"
     keeper = await Stats.open(http, f"{base}/{make_token(kept, ['OWNER'])}?restaurantId={restaurant}")
     loser = await Stats.open(http, f"{base}/{make_token(lost, ['OWNER'])}?restaurantId={restaurant}")
-    stats_upstream.disown(lost, restaurant)
+    upstream.disown(lost, restaurant)
     await asyncio.sleep(1.5)  # past OWNERSHIP_CACHE_TTL: the next check asks the REST API
     reservation = ks.reservation_event("created", f"{p}-res", restaurant, f"{p}-u")
     producer = EventProducer(kafka_brokers)
@@ -298,7 +288,7 @@ def _rows(p: str) -> list[tuple[str, tuple[Any, Any], list[str]]]:
 async def test_events_refresh_the_keys_they_make_stale_once_per_burst(
     row: int,
     stats_gateway: GatewayProcess,
-    stats_upstream: RecordingUpstream,
+    upstream: RecordingUpstream,
     kafka_brokers: str,
     http: aiohttp.ClientSession,
 ) -> None:
@@ -322,7 +312,7 @@ async def test_events_refresh_the_keys_they_make_stale_once_per_burst(
     def calls() -> dict[str, int]:
         """Upstream calls of this test per REST path (public-users and admin-users share one)."""
         counted: dict[str, int] = {}
-        for call in stats_upstream.calls():
+        for call in upstream.calls():
             if call["query"].get("startDate") == p:
                 counted[call["path"]] = counted.get(call["path"], 0) + 1
         return counted

@@ -25,7 +25,6 @@ from tests.support import (
     gateway_env,
     make_token,
     running_gateway,
-    start_upstream,
 )
 
 SECRET = "n8n-static-secret-0123456789abcdef"
@@ -34,19 +33,12 @@ UTC_Z = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 
 
 @pytest.fixture(scope="module")
-def push_upstream() -> Iterator[RecordingUpstream]:
-    server = start_upstream()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def nodes(
-    kafka_brokers: str, push_upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+    kafka_brokers: str, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
     """Two nodes of one deployment: same broker, same secret, separate processes."""
     env = gateway_env(
-        push_upstream.url, KAFKA_ENABLED="true", KAFKA_BROKERS=kafka_brokers, BROADCAST_SECRET=SECRET
+        upstream.url, KAFKA_ENABLED="true", KAFKA_BROKERS=kafka_brokers, BROADCAST_SECRET=SECRET
     )
     with (
         running_gateway({**env, "NODE_ID": "push-a"}, tmp_path_factory.mktemp("push-a"), ready=True) as a,
@@ -114,13 +106,13 @@ async def test_bodies_are_validated_as_the_go_service_does(
 
 async def test_a_push_on_one_node_reaches_the_entitled_sockets_of_every_node_and_no_one_else(
     nodes: tuple[GatewayProcess, GatewayProcess],
-    push_upstream: RecordingUpstream,
+    upstream: RecordingUpstream,
     http: aiohttp.ClientSession,
 ) -> None:
     a, b = nodes
     p = unique("pb")
     user, other, owner, admin, restaurant = f"{p}-u", f"{p}-v", f"{p}-o", f"{p}-adm", f"{p}-r"
-    push_upstream.own(owner, restaurant)
+    upstream.own(owner, restaurant)
     clients = {
         "user_on_b": await bell(http, b, make_token(user), p),
         "user_on_a": await bell(http, a, make_token(user), p),

@@ -26,24 +26,16 @@ from tests.support import (
     make_token,
     refusal,
     running_gateway,
-    start_upstream,
 )
 
 ME = "/api/v1/restaurants/me"
 
 
 @pytest.fixture(scope="module")
-def bell_upstream() -> Iterator[RecordingUpstream]:
-    server = start_upstream()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def bell_gateway(
-    kafka_brokers: str, bell_upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+    kafka_brokers: str, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    env = gateway_env(bell_upstream.url, KAFKA_ENABLED="true", KAFKA_BROKERS=kafka_brokers, REST_TIMEOUT="1s")
+    env = gateway_env(upstream.url, KAFKA_ENABLED="true", KAFKA_BROKERS=kafka_brokers, REST_TIMEOUT="1s")
     with running_gateway(env, tmp_path_factory.mktemp("bell-gateway"), ready=True) as process:
         yield process
 
@@ -96,14 +88,14 @@ async def test_a_missing_or_invalid_token_is_refused_before_the_upgrade(
 
 async def test_each_role_gets_what_is_theirs_and_nothing_of_anyone_else(
     bell_gateway: GatewayProcess,
-    bell_upstream: RecordingUpstream,
+    upstream: RecordingUpstream,
     kafka_brokers: str,
     http: aiohttp.ClientSession,
 ) -> None:
     p = unique("nb")
     user_a, user_b, owner_a, admin = f"{p}-ua", f"{p}-ub", f"{p}-oa", f"{p}-admin"
     rest_a, rest_b = f"{p}-ra", f"{p}-rb"
-    bell_upstream.own(owner_a, rest_a)
+    upstream.own(owner_a, rest_a)
     clients = {
         "user_a": await bell(http, bell_gateway, make_token(user_a), p),
         "user_a_header": await bell(http, bell_gateway, make_token(user_a), p, header=True),
@@ -117,7 +109,7 @@ async def test_each_role_gets_what_is_theirs_and_nothing_of_anyone_else(
     pay_b = ks.payment_event("created", f"{p}-pay1", rest_b, user_b)
     pay_a = ks.payment_event("created", f"{p}-pay2", rest_a, user_a)
     # sections whose restaurant the REST API knows: an owner's bell gets their own sections' tables
-    bell_upstream.rows["sections"] += [
+    upstream.rows["sections"] += [
         {"id": f"{p}-sec-a", "restaurantId": rest_a, "name": "A"},
         {"id": f"{p}-sec-b", "restaurantId": rest_b, "name": "B"},
     ]
@@ -195,11 +187,11 @@ async def test_status_changed_arrives_under_the_kafka_spelling_and_either_spelli
 
 
 async def test_an_owner_is_refused_when_the_rest_api_cannot_say_what_they_own(
-    bell_gateway: GatewayProcess, bell_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    bell_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("nd")
     token = make_token(f"{p}-o", ["OWNER"])
-    bell_upstream.script(ME, status=500)
+    upstream.script(ME, status=500)
     try:
         assert await refusal(http, bell_gateway, f"/ws/notifications?token={token}") == (
             503,
@@ -209,7 +201,7 @@ async def test_an_owner_is_refused_when_the_rest_api_cannot_say_what_they_own(
         client = await bell(http, bell_gateway, make_token(f"{p}-u"), p)
         await client.close()
     finally:
-        bell_upstream.scripts.pop(ME)
+        upstream.scripts.pop(ME)
     client = await bell(http, bell_gateway, token, p)
     await client.close()
 

@@ -30,7 +30,6 @@ from tests.support import (
     make_token,
     refusal,
     running_gateway,
-    start_upstream,
 )
 
 PRIVATE = ("reservations", "payments", "subscriptions")
@@ -39,19 +38,11 @@ TTL = 2.0
 
 
 @pytest.fixture(scope="module")
-def tenant_upstream() -> Iterator[RecordingUpstream]:
-    """An upstream of this module only: its outages are scripted without disturbing others."""
-    server = start_upstream()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def tenant_gateway(
-    kafka_brokers: str, tenant_upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
+    kafka_brokers: str, upstream: RecordingUpstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
     env = gateway_env(
-        tenant_upstream.url,
+        upstream.url,
         KAFKA_ENABLED="true",
         KAFKA_BROKERS=kafka_brokers,
         OWNERSHIP_CACHE_TTL=f"{TTL}s",
@@ -70,11 +61,11 @@ async def connect(
 
 
 async def test_an_owner_is_refused_on_another_restaurants_private_sockets(
-    tenant_gateway: GatewayProcess, tenant_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    tenant_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("ti")
     owner_a, rest_a, rest_b = f"{p}-oa", f"{p}-ra", f"{p}-rb"
-    tenant_upstream.own(owner_a, rest_a)
+    upstream.own(owner_a, rest_a)
     for roles in (["OWNER"], ["OWNER", "USER"], ["owner"]):
         token = make_token(owner_a, roles)
         for entity in PRIVATE:
@@ -95,15 +86,15 @@ async def test_an_owner_is_refused_on_another_restaurants_private_sockets(
 
 async def test_private_events_of_another_restaurant_never_reach_an_owner(
     tenant_gateway: GatewayProcess,
-    tenant_upstream: RecordingUpstream,
+    upstream: RecordingUpstream,
     kafka_brokers: str,
     http: aiohttp.ClientSession,
 ) -> None:
     p = unique("te")
     owner_a, owner_b, user, admin = f"{p}-oa", f"{p}-ob", f"{p}-u", f"{p}-admin"
     rest_a, rest_b = f"{p}-ra", f"{p}-rb"
-    tenant_upstream.own(owner_a, rest_a)
-    tenant_upstream.own(owner_b, rest_b)
+    upstream.own(owner_a, rest_a)
+    upstream.own(owner_b, rest_b)
     token_a, token_b = make_token(owner_a, ["OWNER"]), make_token(owner_b, ["OWNER"])
     clients = {
         **{f"a_{e}": await connect(http, tenant_gateway, e, rest_a, token_a, p) for e in PRIVATE},
@@ -148,18 +139,18 @@ async def test_private_events_of_another_restaurant_never_reach_an_owner(
 
 
 async def test_no_answer_from_the_rest_api_refuses_and_recovery_admits(
-    tenant_gateway: GatewayProcess, tenant_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    tenant_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("td")
     owner, rest = f"{p}-o", f"{p}-r"
-    tenant_upstream.own(owner, rest)
+    upstream.own(owner, rest)
     token = make_token(owner, ["OWNER"])
     unavailable = (503, {"message": "ownership check unavailable"})
-    tenant_upstream.script(ME, status=500)
+    upstream.script(ME, status=500)
     assert await refusal(http, tenant_gateway, f"/ws/reservations/{rest}/{token}") == unavailable
-    tenant_upstream.script(ME, status=200, delay=3.0)  # slower than REST_TIMEOUT (1 s)
+    upstream.script(ME, status=200, delay=3.0)  # slower than REST_TIMEOUT (1 s)
     assert await refusal(http, tenant_gateway, f"/ws/payments/{rest}/{token}") == unavailable
-    tenant_upstream.scripts.pop(ME)
+    upstream.scripts.pop(ME)
     client = await connect(http, tenant_gateway, "reservations", rest, token, p)
     await client.expect_nothing_more()
     await client.close()
@@ -180,13 +171,13 @@ async def test_a_rest_api_that_is_not_there_refuses(tmp_path: Path, http: aiohtt
 
 
 async def test_two_hundred_sockets_of_one_owner_make_one_call(
-    tenant_gateway: GatewayProcess, tenant_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    tenant_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("ts")
     owner, rest = f"{p}-o", f"{p}-r"
-    tenant_upstream.own(owner, rest)
+    upstream.own(owner, rest)
     token = make_token(owner, ["OWNER"])
-    before = len(tenant_upstream.calls(ME))
+    before = len(upstream.calls(ME))
     # the default connector holds 100 connections at most; sockets keep theirs
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as many:
         sockets = await asyncio.gather(
@@ -201,21 +192,21 @@ async def test_two_hundred_sockets_of_one_owner_make_one_call(
                 assert first["topic"] == "system.connected"
         finally:
             await asyncio.gather(*(ws.close() for ws in sockets))
-    mine = [c for c in tenant_upstream.calls(ME)[before:] if c["authorization"] == f"Bearer {token}"]
+    mine = [c for c in upstream.calls(ME)[before:] if c["authorization"] == f"Bearer {token}"]
     assert len(mine) == 1
 
 
 async def test_an_owner_who_loses_a_restaurant_is_closed_within_the_ttl(
-    tenant_gateway: GatewayProcess, tenant_upstream: RecordingUpstream, http: aiohttp.ClientSession
+    tenant_gateway: GatewayProcess, upstream: RecordingUpstream, http: aiohttp.ClientSession
 ) -> None:
     p = unique("tc")
     owner, lost, kept = f"{p}-o", f"{p}-lost", f"{p}-kept"
-    tenant_upstream.own(owner, lost, kept)
+    upstream.own(owner, lost, kept)
     token = make_token(owner, ["OWNER"])
     on_lost = await http.ws_connect(f"{tenant_gateway.ws_url}/ws/payments/{lost}/{token}")
     on_kept = await connect(http, tenant_gateway, "reservations", kept, token, p)
     assert orjson.loads((await on_lost.receive(timeout=20)).data)["topic"] == "system.connected"
-    tenant_upstream.disown(owner, lost)
+    upstream.disown(owner, lost)
     started = time.monotonic()
     while True:
         frame = await on_lost.receive(timeout=TTL + 5)

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-import time
 from typing import Any
+
+from mesaya_realtime.application.usecases.log_limits import KindLimiter
 
 __all__ = ["LIBRDKAFKA_LOGGER", "OnceAPeriod", "client_settings"]
 
@@ -26,21 +26,12 @@ class OnceAPeriod(logging.Filter):
 
     def __init__(self, period: float = 60.0) -> None:
         super().__init__()
-        self.period = period
-        self._lock = threading.Lock()  # librdkafka logs from its clients' threads
-        self._kinds: dict[str, tuple[float, int]] = {}
+        self._limiter = KindLimiter(period)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        kind = _NUMBERS.sub("#", record.getMessage())
-        now = time.monotonic()
-        with self._lock:
-            next_at, held = self._kinds.get(kind, (0.0, 0))
-            if now < next_at:
-                self._kinds[kind] = (next_at, held + 1)
-                return False
-            if len(self._kinds) > 500:
-                self._kinds.clear()
-            self._kinds[kind] = (now + self.period, 0)
+        held = self._limiter.admit(_NUMBERS.sub("#", record.getMessage()))
+        if held is None:
+            return False
         if held:
             record.suppressed = held
         return True

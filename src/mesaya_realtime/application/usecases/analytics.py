@@ -133,7 +133,6 @@ class AnalyticsService(Feature):
         self._timer: asyncio.TimerHandle | None = None
         self._first_pending = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.refresh_calls = 0
 
     # -- the socket kinds --------------------------------------------------------------------
     def socket_kinds(self) -> Mapping[str, SocketKindRules]:
@@ -307,7 +306,6 @@ class AnalyticsService(Feature):
                     for session in sessions:
                         session.connection.close(FORBIDDEN_CLOSE, "forbidden")
                 return
-        self.refresh_calls += 1
         try:
             data = await self._get(key, query, token)
         except SnapshotError as error:

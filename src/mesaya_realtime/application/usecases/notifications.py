@@ -102,8 +102,6 @@ class PushTarget:
 class NotificationFeed(Feature):
     """The notifications sockets of this node and what reaches them."""
 
-    readiness_key = ""
-
     def __init__(
         self,
         hub: Hub,
@@ -363,9 +361,9 @@ def _allowed(sessions: Iterable[Session], allows: Callable[[tuple[str, ...]], bo
     return [s for s in sessions if allows(s.principal.upper_roles)]
 
 
-def _drop(index: Mapping[str, dict[int, Session]], key: str, session_id: int) -> None:
+def _drop(index: dict[str, dict[int, Session]], key: str, session_id: int) -> None:
     bucket = index.get(key)
     if bucket is not None:
         bucket.pop(session_id, None)
-        if not bucket and isinstance(index, dict):
+        if not bucket:
             del index[key]
