@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,41 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (``--workers N``: the supervisor and its workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def tcp_sockets(port: int) -> int:
+    """Accepted TCP connections on ``port`` that the server has not closed yet (from /proc/net/tcp):
+    established, or closed by the peer and waiting for the server's close."""
+    wanted = f":{port:04X}"
+    count = 0
+    with contextlib.suppress(OSError), open("/proc/net/tcp") as handle:
+        next(handle, None)
+        for line in handle:
+            fields = line.split(None, 4)
+            # local address, state: 01 ESTABLISHED, 08 CLOSE_WAIT
+            if fields[1].endswith(wanted) and fields[3] in ("01", "08"):
+                count += 1
+    return count
+
+
 def proc_rss(pid: int) -> int:
     """Resident set size in bytes from /proc/<pid>/statm."""
     try:
@@ -107,17 +142,22 @@ def core_busy() -> dict[int, float]:
 
 
 class CpuMeter:
-    """CPU seconds of several processes, and of each core, between two instants."""
+    """CPU seconds of several processes (a name may stand for several), and of each core,
+    between two instants."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
-        self.pids = {name: pid for name, pid in pids.items() if pid}
-        self.start_cpu = {name: proc_cpu(pid) for name, pid in self.pids.items()}
+    def __init__(self, pids: Mapping[str, int | Sequence[int]]) -> None:
+        self.pids = {name: [pid] if isinstance(pid, int) else list(pid) for name, pid in pids.items() if pid}
+        self.start_cpu = {name: self._cpu(pids) for name, pids in self.pids.items()}
         self.start_cores = core_busy()
         self.start = time.perf_counter()
 
+    @staticmethod
+    def _cpu(pids: list[int]) -> float:
+        return sum(proc_cpu(pid) for pid in pids)
+
     def stop(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.start
-        cpu = {name: proc_cpu(pid) - self.start_cpu[name] for name, pid in self.pids.items()}
+        cpu = {name: self._cpu(pids) - self.start_cpu[name] for name, pids in self.pids.items()}
         cores = {core: busy - self.start_cores.get(core, 0.0) for core, busy in core_busy().items()}
         return {"wall_s": wall, "cpu_s": cpu, "core_busy_s": cores}
 
@@ -159,6 +199,18 @@ def make_token(sub: str, roles: list[str], exp_in: float = 3 * 3600) -> str:
     import jwt
 
     return jwt.encode({"sub": sub, "roles": roles, "exp": int(time.time() + exp_in)}, SECRET, "HS256")
+
+
+def make_tokens(prefix: str, count: int, roles: list[str] | None = None) -> list[str]:
+    """``count`` distinct HS256 tokens (subs ``prefix-0`` ...): one per socket."""
+    import jwt
+
+    exp = int(time.time() + 3 * 3600)
+    claims = roles or ["USER"]
+    return [
+        jwt.encode({"sub": f"{prefix}-{i}", "roles": claims, "exp": exp}, SECRET, "HS256")
+        for i in range(count)
+    ]
 
 
 def _version(name: str) -> str:

@@ -50,6 +50,27 @@ def masked_frame(opcode: int, payload: bytes) -> bytes:
 
 LIST_TABLES = masked_frame(1, b'{"action":"list_tables"}')
 CLOSE = masked_frame(8, (1000).to_bytes(2, "big"))
+# Centrifugo's client protocol (JSON): the server's ping is an empty command, the pong too.
+_CF_PONG = masked_frame(1, b"{}")
+_CF_SUBSCRIBED = b'"id":2'
+
+
+def centrifugo_hello(token: str, channel: str) -> bytes:
+    """Connect (with the socket's JWT) and subscribe, two commands in one frame (newline-separated)."""
+    connect = orjson.dumps({"id": 1, "connect": {"token": token, "name": "mesaya-bench"}})
+    subscribe = orjson.dumps({"id": 2, "subscribe": {"channel": channel}})
+    return masked_frame(1, connect + b"\n" + subscribe)
+
+
+def centrifugo_ping(buf: bytes, start: int, end: int) -> bool:
+    """Whether a frame holds Centrifugo's ping, ``{}``, alone or among newline-separated pushes."""
+    if end - start == 2:
+        return buf[start:end] == b"{}"
+    return (
+        buf.startswith(b"{}\n", start)
+        or buf.endswith(b"\n{}", start, end)
+        or buf.find(b"\n{}\n", start, end) >= 0
+    )
 
 
 class Generator:
@@ -101,6 +122,7 @@ class Generator:
 class Client(asyncio.Protocol):
     __slots__ = (
         "buf",
+        "centrifugo",
         "closed",
         "expected",
         "gen",
@@ -112,9 +134,17 @@ class Client(asyncio.Protocol):
         "upgraded",
     )
 
-    def __init__(self, gen: Generator, request: bytes, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        gen: Generator,
+        request: bytes,
+        loop: asyncio.AbstractEventLoop,
+        centrifugo: bytes | None = None,
+    ) -> None:
         self.gen = gen
         self.request = request
+        #: Centrifugo's connect + subscribe frame, sent once upgraded (None: the gateway's protocol).
+        self.centrifugo = centrifugo
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.upgraded = False
@@ -152,6 +182,8 @@ class Client(asyncio.Protocol):
                 return
             self.upgraded = True
             self.buf = b""
+            if self.centrifugo is not None and self.transport is not None:
+                self.transport.write(self.centrifugo)
             data = data[end + 4 :]
             if not data:
                 return
@@ -186,9 +218,16 @@ class Client(asyncio.Protocol):
                     now = _now()
                 mark = buf.find(_MARK, start, end)
                 if mark >= 0:
-                    left = buf.find(b"{", mark, end)
-                    marker = orjson.loads(buf[left : buf.find(b"}", left, end) + 1])
-                    self.event(marker, now)
+                    while mark >= 0:
+                        left = buf.find(b"{", mark, end)
+                        right = buf.find(b"}", left, end) + 1
+                        self.event(orjson.loads(buf[left:right]), now)
+                        # Centrifugo batches several pushes into one frame, one per line.
+                        mark = buf.find(_MARK, right, end) if self.centrifugo is not None else -1
+                    if self.centrifugo is not None and centrifugo_ping(buf, start, end):
+                        self.pong()
+                elif self.centrifugo is not None:
+                    self.centrifugo_reply(buf, start, end)
                 elif gen.commands and (
                     buf.startswith(_LIST_REPLY, start) or buf.startswith(_ERROR_REPLY, start)
                 ):
@@ -205,6 +244,26 @@ class Client(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.close()
         self.buf = buf[pos:] if pos < size else b""
+
+    # -- Centrifugo --------------------------------------------------------------------------
+    def pong(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(_CF_PONG)
+
+    def centrifugo_reply(self, buf: bytes, start: int, end: int) -> None:
+        """Replies to connect (id 1) and subscribe (id 2), and pings: open once subscribed."""
+        if centrifugo_ping(buf, start, end):
+            self.pong()
+        if self.hello:
+            return
+        if buf.find(b'"error"', start, end) >= 0:
+            self.hello = True
+            if not self.opened.done():
+                self.opened.set_exception(ConnectionError(buf[start:end][:80].decode(errors="replace")))
+        elif buf.find(_CF_SUBSCRIBED, start, end) >= 0:
+            self.hello = True
+            if not self.opened.done():
+                self.opened.set_result(0)
 
     # -- events ----------------------------------------------------------------------------
     def event(self, marker: dict[str, int], now: int) -> None:
@@ -268,8 +327,14 @@ class Agent:
         concurrency: int = 200,
         timeout: float = 20.0,
         keep: bool = True,
+        centrifugo: str = "",
     ) -> dict[str, Any]:
-        """Open one client per path (``concurrency`` at a time); wait for its first frame."""
+        """Open one client per path (``concurrency`` at a time); wait for its first frame.
+
+        With ``centrifugo`` (a channel), each path is a JWT instead: the client upgrades on
+        ``/connection/websocket``, connects with that token, subscribes to the channel and is
+        open once the subscription is confirmed.
+        """
         gen = self.gen
         loop = self.loop
         index = 0
@@ -283,7 +348,11 @@ class Agent:
                 path = paths[index]
                 index += 1
                 started = _mono()
-                client = Client(gen, _request(host, port, path), loop)
+                if centrifugo:
+                    request = _request(host, port, "/connection/websocket")
+                    client = Client(gen, request, loop, centrifugo_hello(path, centrifugo))
+                else:
+                    client = Client(gen, _request(host, port, path), loop)
                 try:
                     await loop.create_connection(lambda c=client: c, host, port)  # type: ignore[misc]
                     await asyncio.wait_for(asyncio.shield(client.opened), timeout)

@@ -18,6 +18,18 @@ PLOTS = ROOT / "docs" / "benchmarks"
 BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 TARGET_SOCKETS = 5000
+#: How the tables name the servers (``gateway-w2``: ``serve --workers 2``).
+LABELS = {"gateway-w2": "gateway --workers 2"}
+SHARED_CORES_NOTE = (
+    "`gateway --workers 2` runs two worker processes on both cores, which the load generators, the "
+    "producer, the orchestrator and the broker share with it: its server CPU is that of the supervisor "
+    "and both workers, its wall-clock rates are bounded by the load side too, and it has no "
+    '"others on server core" figure.'
+)
+
+
+def label(server: str) -> str:
+    return LABELS.get(server, server)
 
 
 def _n(value: float | None, digits: int = 0) -> str:
@@ -48,6 +60,136 @@ def _fanout_at(results: dict[str, Any], server: str, scenario: str) -> dict[str,
     if exact is not None or not rows:
         return exact
     return max(rows, key=lambda r: r["sockets"])
+
+
+def handshake_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The handshake rows (a single gateway row in results older than the Centrifugo baseline)."""
+    hand = results.get("handshakes") or []
+    if isinstance(hand, dict):
+        return [{"server": "gateway", **hand}]
+    return list(hand)
+
+
+def _ratio_verdict(
+    name: str, ours: float | None, theirs: float | None, bound: float, at_most: bool, measured: str
+) -> tuple[str, str, str, str]:
+    if not ours or not theirs:
+        return (name, measured or "not measured", "–", "not measured")
+    ratio = ours / theirs
+    met = ratio <= bound if at_most else ratio >= bound
+    return (name, measured, f"{ratio:.2f}×", "met" if met else "missed")
+
+
+def centrifugo_targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(target, measured, ratio, verdict) for the targets of "every core, handshakes at the speed
+    of the Go servers; Centrifugo in the benchmark"; verdict met / missed / not measured."""
+    rows: list[tuple[str, str, str, str]] = []
+    hands = {row["server"]: row for row in handshake_rows(results)}
+    gw, cf, w2 = hands.get("gateway"), hands.get("centrifugo"), hands.get("gateway-w2")
+
+    def per_core(row: dict[str, Any] | None) -> float | None:
+        return row.get("server_capacity_per_s") if row else None
+
+    rows.append(
+        _ratio_verdict(
+            "Handshakes per core ≥ 1.0× Centrifugo's",
+            per_core(gw),
+            per_core(cf),
+            1.0,
+            False,
+            f"{_n(per_core(gw))} vs {_n(per_core(cf))} per server CPU s" if gw and cf else "",
+        )
+    )
+    memory = {row["server"]: row for row in results.get("idle_memory", [])}
+    mg, mc = memory.get("gateway"), memory.get("centrifugo")
+
+    def connects_per_core(row: dict[str, Any] | None) -> float | None:
+        if not row or not row.get("connect_server_cpu_s"):
+            return None
+        return float(row["sockets"]) / row["connect_server_cpu_s"]
+
+    rows.append(
+        _ratio_verdict(
+            f"Connects per core ≥ 1.0× Centrifugo's ({_n(mg['sockets']) if mg else '–'} sockets)",
+            connects_per_core(mg),
+            connects_per_core(mc),
+            1.0,
+            False,
+            f"{_n(connects_per_core(mg))} vs {_n(connects_per_core(mc))} per server CPU s"
+            if mg and mc
+            else "",
+        )
+    )
+    rows.append(
+        _ratio_verdict(
+            "`--workers 2`: handshakes ≥ 1.8× `--workers 1`'s (per second)",
+            w2.get("per_s") if w2 else None,
+            gw.get("per_s") if gw else None,
+            1.8,
+            False,
+            f"{_n(w2.get('per_s'))} vs {_n(gw.get('per_s'))}/s (load side on the same cores)"
+            if w2 and gw
+            else "",
+        )
+    )
+    for scenario, bound, name in (
+        ("paced", 0.6, "one event at a time"),
+        ("burst", 0.3, "bursts"),
+    ):
+        ours = _fanout_at(results, "gateway", scenario)
+        theirs = _fanout_at(results, "centrifugo", scenario)
+        size = (ours or theirs or {}).get("sockets", TARGET_SOCKETS)
+        rows.append(
+            _ratio_verdict(
+                f"Fan-out CPU per delivery ≤ {bound}× Centrifugo's, {name} ({size:,} sockets)",
+                ours.get("us_per_delivery") if ours else None,
+                theirs.get("us_per_delivery") if theirs else None,
+                bound,
+                True,
+                f"{_n(ours.get('us_per_delivery'), 2)} vs {_n(theirs.get('us_per_delivery'), 2)} µs"
+                if ours and theirs
+                else "",
+            )
+        )
+    rows.append(
+        _ratio_verdict(
+            "Idle memory per socket ≤ 0.5× Centrifugo's",
+            mg.get("kib_per_socket") if mg else None,
+            mc.get("kib_per_socket") if mc else None,
+            0.5,
+            True,
+            f"{_n(mg.get('kib_per_socket'), 1)} vs {_n(mc.get('kib_per_socket'), 1)} KiB"
+            if mg and mc
+            else "",
+        )
+    )
+    rows.append(
+        _ratio_verdict(
+            "Idle memory ≤ 16 KiB per socket",
+            mg.get("kib_per_socket") if mg else None,
+            16.0,
+            1.0,
+            True,
+            f"{_n(mg.get('kib_per_socket'), 1)} KiB at {_n(mg['sockets'])} sockets" if mg else "",
+        )
+    )
+    fanout = results.get("fanout", [])
+    lost = sum(r["lost"] for r in fanout)
+    dup = sum(r["dup"] for r in fanout)
+    servers = sorted({label(r["server"]) for r in fanout})
+    failures = results.get("failures") or []
+    rows.append(
+        (
+            "0 lost and 0 duplicated deliveries everywhere",
+            f"{lost} lost, {dup} duplicated of {sum(r['expected'] for r in fanout):,} ({', '.join(servers)})"
+            + (f"; {len(failures)} failures" if failures else ""),
+            "–",
+            "met"
+            if fanout and lost == 0 and dup == 0 and not failures
+            else ("missed" if fanout else "not measured"),
+        )
+    )
+    return rows
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
@@ -123,7 +265,7 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 memory["kib_per_socket"] <= 16,
             )
         )
-    hand = results.get("handshakes")
+    hand = next((r for r in handshake_rows(results) if r["server"] == "gateway"), None)
     if hand:
         verdicts.append(
             (
@@ -218,7 +360,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(
             _row(
                 [
-                    row["server"],
+                    label(row["server"]),
                     mode,
                     f"{row['sockets']:,}",
                     f"{row['deliveries']:,}",
@@ -245,11 +387,12 @@ def table(results: dict[str, Any]) -> str:
                 "RSS after MiB",
                 "KiB per socket",
                 "connects/s",
+                "connects per server CPU s",
                 "idle server CPU",
             ]
         )
     )
-    lines.append(_row(["---"] * 7))
+    lines.append(_row(["---"] * 8))
     for row in results.get("idle_memory", []):
         lines.append(
             _row(
@@ -260,19 +403,26 @@ def table(results: dict[str, Any]) -> str:
                     _n(row["rss_after_mib"], 1),
                     _n(row["kib_per_socket"], 1),
                     _n(row.get("connects_per_s")),
+                    _n(
+                        row["sockets"] / row["connect_server_cpu_s"]
+                        if row.get("connect_server_cpu_s")
+                        else None
+                    ),
                     _pct(row.get("idle_cpu_pct")),
                 ]
             )
         )
-    hand = results.get("handshakes")
-    if hand:
-        lines += ["", "### Handshakes (gateway, HS256 JWT in the path)", ""]
+    hands = handshake_rows(results)
+    if hands:
+        lines += ["", "### Handshakes (each socket its own HS256 JWT; Centrifugo: connect + subscribe)", ""]
         lines.append(
             _row(
                 [
+                    "server",
                     "connections",
                     "concurrency",
                     "per s",
+                    "per server CPU s",
                     "server µs each",
                     "p50 ms",
                     "p99 ms",
@@ -281,21 +431,24 @@ def table(results: dict[str, Any]) -> str:
                 ]
             )
         )
-        lines.append(_row(["---"] * 8))
-        lines.append(
-            _row(
-                [
-                    f"{hand['opened']:,}",
-                    hand["concurrency"],
-                    _n(hand["per_s"]),
-                    _n(hand["us_per_handshake"]),
-                    _n(hand["latency_ms"]["p50"], 2),
-                    _n(hand["latency_ms"]["p99"], 2),
-                    _pct(hand.get("others_on_server_core_pct")),
-                    f"{hand['generator_cpu_pct']:.0f}%",
-                ]
+        lines.append(_row(["---"] * 10))
+        for hand in hands:
+            lines.append(
+                _row(
+                    [
+                        label(hand["server"]),
+                        f"{hand['opened']:,}",
+                        hand["concurrency"],
+                        _n(hand["per_s"]),
+                        _n(hand.get("server_capacity_per_s")),
+                        _n(hand["us_per_handshake"]),
+                        _n(hand["latency_ms"]["p50"], 2),
+                        _n(hand["latency_ms"]["p99"], 2),
+                        _pct(hand.get("others_on_server_core_pct")),
+                        f"{hand['generator_cpu_pct']:.0f}%",
+                    ]
+                )
             )
-        )
     commands = results.get("commands")
     if commands:
         lines += ["", "### Commands (gateway, cached `list_tables`)", ""]
@@ -348,6 +501,17 @@ def table(results: dict[str, Any]) -> str:
                     ]
                 )
             )
+    if any(r["server"] == "gateway-w2" for r in results.get("fanout", [])) or any(
+        r["server"] == "gateway-w2" for r in hands
+    ):
+        lines += ["", SHARED_CORES_NOTE]
+    lines += ["", "### Targets (every core; Centrifugo)", ""]
+    lines.append(_row(["target", "measured", "ratio", "verdict"]))
+    lines.append(_row(["---"] * 4))
+    for name, measured, ratio, verdict in centrifugo_targets(results):
+        lines.append(
+            _row([name, measured, ratio, verdict if verdict == "not measured" else f"**{verdict}**"])
+        )
     lines += ["", "### Targets (issue 5)", ""]
     lines.append(_row(["target", "measured", "verdict"]))
     lines.append(_row(["---"] * 3))
@@ -394,8 +558,18 @@ def plots(results: dict[str, Any]) -> list[str]:
     PLOTS.mkdir(parents=True, exist_ok=True)
     made = []
     fanout = results.get("fanout", [])
-    servers = [s for s in ("gateway", "floor", "fastapi") if any(r["server"] == s for r in fanout)]
-    colors = {"gateway": "#1f77b4", "floor": "#7f7f7f", "fastapi": "#d62728"}
+    servers = [
+        s
+        for s in ("gateway", "gateway-w2", "floor", "fastapi", "centrifugo")
+        if any(r["server"] == s for r in fanout)
+    ]
+    colors = {
+        "gateway": "#1f77b4",
+        "gateway-w2": "#17becf",
+        "floor": "#7f7f7f",
+        "fastapi": "#d62728",
+        "centrifugo": "#2ca02c",
+    }
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, scenario, title in (
@@ -412,7 +586,7 @@ def plots(results: dict[str, Any]) -> list[str]:
                     [r["sockets"] for r in rows],
                     [r["us_per_delivery"] for r in rows],
                     "o-",
-                    label=server,
+                    label=label(server),
                     color=colors[server],
                 )
         ax.set_title(f"Server CPU per delivery, {title}")
@@ -437,7 +611,7 @@ def plots(results: dict[str, Any]) -> list[str]:
                 [r["sockets"] for r in rows],
                 [r["deliveries_per_s"] or 0 for r in rows],
                 "o-",
-                label=server,
+                label=label(server),
                 color=colors[server],
             )
         rows = sorted(
@@ -449,14 +623,14 @@ def plots(results: dict[str, Any]) -> list[str]:
                 [r["sockets"] for r in rows],
                 [r["latency_ms"]["p99"] or 0 for r in rows],
                 "o-",
-                label=f"{server} p99",
+                label=f"{label(server)} p99",
                 color=colors[server],
             )
             axes[1].plot(
                 [r["sockets"] for r in rows],
                 [r["latency_ms"]["p50"] or 0 for r in rows],
                 "o--",
-                label=f"{server} p50",
+                label=f"{label(server)} p50",
                 color=colors[server],
                 alpha=0.5,
             )

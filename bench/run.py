@@ -41,14 +41,17 @@ from bench.common import (
     CpuMeter,
     child_setup,
     cores,
+    descendants,
     machine,
-    make_token,
+    make_tokens,
     merge,
     percentiles,
     pin,
     proc_rss,
     raise_nofile,
+    tcp_sockets,
 )
+from bench.servers import centrifugo
 
 PYTHON = sys.executable
 
@@ -60,6 +63,9 @@ class Plan:
     mode: str = "full"
     sizes: tuple[int, ...] = (1000, 5000, 10000)
     fastapi_sizes: tuple[int, ...] = (1000, 5000)
+    centrifugo_sizes: tuple[int, ...] = (1000, 5000, 10000)
+    #: The gateway with ``--workers 2`` (both cores, shared with the load side).
+    workers2_sizes: tuple[int, ...] = (5000,)
     idle_sockets: int = 10000
     burst_events: int = 20
     burst_rounds: int = 10
@@ -76,7 +82,7 @@ class Plan:
     command_rate: float = 20000.0
     ingest_seconds: float = 3.0
     kafka_ingest_events: int = 300_000
-    servers: tuple[str, ...] = ("gateway", "floor", "fastapi")
+    servers: tuple[str, ...] = ("gateway", "gateway-w2", "floor", "fastapi", "centrifugo")
     profile: bool = False
 
     @classmethod
@@ -85,6 +91,8 @@ class Plan:
             mode="quick",
             sizes=(200,),
             fastapi_sizes=(200,),
+            centrifugo_sizes=(200,),
+            workers2_sizes=(200,),
             idle_sockets=200,
             burst_events=10,
             burst_rounds=3,
@@ -178,6 +186,9 @@ class Producer:
         )
         self.table = dict(fixtures()["tables"][0], sectionId=SECTION)
         self.bytes = 0
+        # Centrifugo's Kafka consumer (publication data mode) reads the channel from a header;
+        # the other servers ignore it.
+        self.headers = [(centrifugo.HEADER, centrifugo.CHANNEL.encode())]
 
     def value(self, run: int, seq: int, section: str = SECTION) -> bytes:
         now = time.time_ns()
@@ -196,7 +207,7 @@ class Producer:
         for seq in seqs:
             value = self.value(run, seq)
             self.bytes = len(value)
-            self._producer.produce(TOPIC, value, partition=0)
+            self._producer.produce(TOPIC, value, partition=0, headers=self.headers)
         self._producer.poll(0)
         self._producer.flush(10)
 
@@ -273,9 +284,22 @@ class Generator:
 class Server:
     """A server process (gateway or baseline) on ``127.0.0.1:port``, pinned to the server core."""
 
-    def __init__(self, kind: str, args: list[str], env: dict[str, str], port: int, layout: Layout) -> None:
+    def __init__(
+        self,
+        kind: str,
+        args: list[str],
+        env: dict[str, str],
+        port: int,
+        layout: Layout,
+        cpus: set[int] | None = None,
+        ready_path: str = "/ready",
+    ) -> None:
         self.kind = kind
         self.port = port
+        #: The cores it may run on: the server core, or every core (``gateway-w2``).
+        self.cpus = layout.server if cpus is None else cpus
+        self.ready_path = ready_path
+        self._pids: list[int] = []
         RESULTS.mkdir(parents=True, exist_ok=True)
         self.log_path = RESULTS / f"{kind}.log"
         self._log = self.log_path.open("wb")
@@ -285,9 +309,18 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            preexec_fn=child_setup(layout.server),
+            preexec_fn=child_setup(self.cpus),
         )
         self.pid = self.process.pid
+
+    @property
+    def shares_cores(self) -> bool:
+        """Whether it runs beside the load side (``--workers 2``) instead of on its own core."""
+        return self.kind == "gateway-w2"
+
+    def pids(self) -> list[int]:
+        """The process and its children (the workers of ``--workers 2``), found once it is ready."""
+        return self._pids or [self.pid]
 
     @property
     def url(self) -> str:
@@ -299,12 +332,17 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited: {self.log_path.read_text()[-2000:]}")
             with contextlib.suppress(OSError):
-                if http_get(self.url + "/ready", 1.0)[0] == 200:
+                if http_get(self.url + self.ready_path, 1.0)[0] == 200:
+                    self._pids = descendants(self.pid)
                     return
             time.sleep(0.1)
         raise RuntimeError(f"{self.kind} not ready: {self.log_path.read_text()[-2000:]}")
 
     def sockets(self) -> int:
+        if self.kind in ("centrifugo", "gateway-w2"):
+            # Centrifugo has no live count over HTTP (its node info is refreshed every 3 s), nor
+            # have the workers (their state files are periodic): count the accepted connections.
+            return tcp_sockets(self.port)
         status, body = http_get(self.url + "/health", 5.0)
         return int(json.loads(body).get("sockets", -1)) if status == 200 else -1
 
@@ -321,7 +359,14 @@ class Server:
 
 def start_server(kind: str, brokers: str, upstream: str, layout: Layout) -> Server:
     port = free_port()
-    if kind == "gateway":
+    if kind == "centrifugo":
+        centrifugo.commit_group_at_end(brokers)
+        path = centrifugo.write_config(RESULTS / "centrifugo", port, brokers)
+        return Server(
+            kind, centrifugo.command(path), centrifugo.environment(), port, layout, ready_path="/health"
+        )
+    if kind in ("gateway", "gateway-w2"):
+        workers = 2 if kind == "gateway-w2" else 1
         env = {
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -331,9 +376,12 @@ def start_server(kind: str, brokers: str, upstream: str, layout: Layout) -> Serv
             "REST_BASE_URL": upstream,
             "LOG_LEVEL": "warn",
             "LOG_FORMAT": "json",
-            "WORKERS": "1",  # pinned to one core: one process
+            # pinned to one core: one process; gateway-w2: two workers on every core (shared with
+            # the load generators, the producer and the broker)
+            "WORKERS": str(workers),
         }
-        return Server(kind, [PYTHON, "-m", "mesaya_realtime", "serve"], env, port, layout)
+        cpus = (layout.server or set()) | (layout.load or set()) if workers > 1 else None
+        return Server(kind, [PYTHON, "-m", "mesaya_realtime", "serve"], env, port, layout, cpus=cpus)
     module = {"floor": "bench.servers.floor", "fastapi": "bench.servers.fastapi_app"}[kind]
     return Server(kind, [PYTHON, "-m", module, "--port", str(port), "--brokers", brokers], {}, port, layout)
 
@@ -434,9 +482,9 @@ class Bench:
     def note(self, text: str) -> None:
         print(f"::: {text}", flush=True)
 
-    def others_on_server_core(self, usage: dict[str, Any]) -> float | None:
+    def others_on_server_core(self, usage: dict[str, Any], server: Server | None = None) -> float | None:
         """Percent of the server core used by other processes (other people's work, the kernel)."""
-        if not self.layout.server:
+        if not self.layout.server or (server is not None and server.shares_cores):
             return None
         core = min(self.layout.server)
         busy = usage["core_busy_s"].get(core)
@@ -445,7 +493,7 @@ class Bench:
         return max(0.0, 100 * (busy - usage["cpu_s"]["server"]) / usage["wall_s"])
 
     def meter(self, server: Server) -> CpuMeter:
-        pids = {"server": server.pid, "orchestrator": os.getpid()}
+        pids: dict[str, int | list[int]] = {"server": server.pids(), "orchestrator": os.getpid()}
         for index, generator in enumerate(self.generators):
             pids[f"gen{index}"] = generator.pid
         if self.broker_pid:
@@ -461,25 +509,38 @@ class Bench:
         ]
         return list(await asyncio.gather(*calls))
 
-    def paths(self, count: int) -> list[list[str]]:
-        """``count`` socket paths split over the generators."""
+    def paths(self, server: Server, count: int, tokens: list[str] | None = None) -> list[list[str]]:
+        """``count`` socket paths split over the generators, each with its own token (Centrifugo:
+        the tokens themselves, sent in its connect command)."""
+        tokens = tokens or self.tokens
+        if count > len(tokens):
+            raise ValueError(f"{count} sockets but {len(tokens)} tokens")
         per = [count // len(self.generators)] * len(self.generators)
         for index in range(count % len(self.generators)):
             per[index] += 1
         result = []
         offset = 0
         for share in per:
-            result.append(
-                [f"/ws/tables/{SECTION}/{self.tokens[(offset + i) % len(self.tokens)]}" for i in range(share)]
-            )
+            chosen = tokens[offset : offset + share]
+            if server.kind == "centrifugo":
+                result.append(chosen)
+            else:
+                result.append([f"/ws/tables/{SECTION}/{token}" for token in chosen])
             offset += share
         return result
 
-    async def connect(self, server: Server, count: int, keep: bool = True) -> dict[str, Any]:
-        split = [
-            {"paths": paths, "host": "127.0.0.1", "port": server.port, "keep": keep}
-            for paths in self.paths(count)
+    def split(
+        self, server: Server, count: int, keep: bool = True, tokens: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The ``connect`` arguments of each generator."""
+        extra = {"centrifugo": centrifugo.CHANNEL} if server.kind == "centrifugo" else {}
+        return [
+            {"paths": paths, "host": "127.0.0.1", "port": server.port, "keep": keep, **extra}
+            for paths in self.paths(server, count, tokens)
         ]
+
+    async def connect(self, server: Server, count: int, keep: bool = True) -> dict[str, Any]:
+        split = self.split(server, count, keep)
         answers = await self.each(
             "connect", split, concurrency=max(1, self.plan.connect_concurrency // len(self.generators))
         )
@@ -565,7 +626,7 @@ class Bench:
             / usage["wall_s"]
             / max(1, len(self.layout.load or {0})),
             "server_cpu_pct": 100 * cpu["server"] / usage["wall_s"],
-            "others_on_server_core_pct": self.others_on_server_core(usage),
+            "others_on_server_core_pct": self.others_on_server_core(usage, server),
             "cpu_s": cpu,
             "core_busy_s": usage["core_busy_s"],
             "latency_ms": percentiles(merge(a["latency_hist"] for a in answers)),
@@ -675,21 +736,32 @@ class Bench:
 
     async def fanout(self, kind: str) -> None:
         plan = self.plan
-        sizes = plan.fastapi_sizes if kind == "fastapi" else plan.sizes
+        sizes = {
+            "fastapi": plan.fastapi_sizes,
+            "centrifugo": plan.centrifugo_sizes,
+            "gateway-w2": plan.workers2_sizes,
+        }.get(kind, plan.sizes)
         if not sizes:
             return
         server = start_server(kind, self.brokers, self.upstream.url, self.layout)
         try:
             server.wait_ready()
+            if server.shares_cores:
+                self.note(f"{kind}: {len(server.pids())} processes on cores {sorted(server.cpus or ())}")
+            if kind == "centrifugo":
+                joined = await asyncio.to_thread(centrifugo.wait_group_stable, self.brokers)
+                self.note(f"centrifugo: Kafka consumer group {'joined' if joined else 'NOT joined in 60 s'}")
             await asyncio.sleep(1.0)
             rss0 = proc_rss(server.pid)
-            idle = max(plan.idle_sockets, *sizes)
+            # gateway-w2 is in the fan-out and handshake scenarios only (two processes' RSS and a
+            # shared core would make its idle row a different measurement).
+            idle = max(sizes) if server.shares_cores else max(plan.idle_sockets, *sizes)
             self.note(f"{kind}: connecting {idle} sockets")
-            meter = CpuMeter({"server": server.pid})
+            meter = CpuMeter({"server": server.pids()})
             connect = await self.connect(server, idle)
             usage = meter.stop()
             await self.settle_sockets(server, connect["opened"])
-            idle_meter = CpuMeter({"server": server.pid})
+            idle_meter = CpuMeter({"server": server.pids()})
             await asyncio.sleep(2.0)
             idle_usage = idle_meter.stop()
             rss1 = proc_rss(server.pid)
@@ -705,10 +777,12 @@ class Bench:
                 "connect_latency_ms": connect["latency"],
                 "idle_cpu_pct": 100 * idle_usage["cpu_s"]["server"] / idle_usage["wall_s"],
             }
-            self.results.setdefault("idle_memory", []).append(memory)
-            self.note(
-                f"{kind}: idle RSS {memory['kib_per_socket']:.1f} KiB per socket at {connect['opened']}"
-            )
+            if not server.shares_cores:
+                self.results.setdefault("idle_memory", []).append(memory)
+                self.note(
+                    f"{kind}: idle RSS {memory['kib_per_socket']:.1f} KiB per socket at {connect['opened']}"
+                    f", connects {memory['connects_per_s'] or 0:,.0f}/s"
+                )
             for size in sorted(sizes, reverse=True):
                 await self.close_to(server, size)
                 await asyncio.sleep(0.5)
@@ -721,8 +795,10 @@ class Bench:
             if kind == "gateway":
                 async with self.profiled(server, "gateway-ingest-kafka"):
                     await self.kafka_ingest(server)
-                async with self.profiled(server, "gateway-handshakes"):
+            if kind in ("gateway", "gateway-w2", "centrifugo"):
+                async with self.profiled(server, f"{kind}-handshakes"):
                     await self.handshakes(server)
+            if kind == "gateway":
                 async with self.profiled(server, "gateway-commands"):
                     await self.commands(server)
         finally:
@@ -773,11 +849,10 @@ class Bench:
 
     async def handshakes(self, server: Server) -> None:
         count = self.plan.handshakes
+        # Tokens no socket has used yet: the gateway's verified-token cache must not have them.
+        tokens = await asyncio.to_thread(make_tokens, f"bench-hs-{next(self.runs)}", count)
+        split = self.split(server, count, tokens=tokens)
         meter = self.meter(server)
-        split = [
-            {"paths": paths, "host": "127.0.0.1", "port": server.port, "keep": True}
-            for paths in self.paths(count)
-        ]
         answers = await self.each(
             "connect", split, concurrency=max(1, self.plan.handshake_concurrency // len(self.generators))
         )
@@ -788,6 +863,7 @@ class Bench:
         cpu = usage["cpu_s"]
         gen_cpu = sum(v for k, v in cpu.items() if k.startswith("gen"))
         row = {
+            "server": server.kind,
             "handshakes": count,
             "opened": opened,
             "failed": failed,
@@ -798,16 +874,21 @@ class Bench:
             "us_per_handshake": cpu["server"] / opened * 1e6 if opened else None,
             "server_capacity_per_s": opened / cpu["server"] if cpu["server"] else None,
             "generator_cpu_pct": 100 * gen_cpu / usage["wall_s"],
-            "others_on_server_core_pct": self.others_on_server_core(usage),
+            "others_on_server_core_pct": self.others_on_server_core(usage, server),
             "latency_ms": percentiles(merge(a["latency_hist"] for a in answers)),
             "cpu_s": cpu,
         }
         if failed:
-            self.failures.append(f"handshakes: {failed} of {count} failed")
-        self.results["handshakes"] = row
+            reasons: dict[str, int] = {}
+            for answer in answers:
+                for reason, n in answer["failures"].items():
+                    reasons[reason] = reasons.get(reason, 0) + n
+            self.failures.append(f"{server.kind} handshakes: {failed} of {count} failed: {reasons}")
+        self.results.setdefault("handshakes", []).append(row)
         self.note(
-            f"gateway handshakes: {row['per_s'] or 0:,.0f}/s ({row['us_per_handshake'] or 0:.0f} µs server "
-            f"CPU each), gen CPU {row['generator_cpu_pct']:.0f}%"
+            f"{server.kind} handshakes: {row['per_s'] or 0:,.0f}/s "
+            f"({row['us_per_handshake'] or 0:.0f} µs server CPU each),"
+            f" gen CPU {row['generator_cpu_pct']:.0f}%"
         )
         await self.close_to(server, 0)
 
@@ -847,7 +928,7 @@ class Bench:
                 "server_cpu_s": cpu["server"],
                 "us_per_command": cpu["server"] / max(1, sum(a["replies"] for a in answers)) * 1e6,
                 "generator_cpu_pct": 100 * gen_cpu / usage["wall_s"],
-                "others_on_server_core_pct": self.others_on_server_core(usage),
+                "others_on_server_core_pct": self.others_on_server_core(usage, server),
                 "latency_ms": percentiles(merge(a["latency_hist"] for a in answers)),
                 "cpu_s": cpu,
             }
@@ -943,13 +1024,30 @@ async def run(plan: Plan) -> int:
     brokers, broker_pid = kafka_brokers(layout)
     upstream = Upstream()
     producer = Producer(brokers)
-    tokens = [make_token(f"bench-user-{i}", ["USER"]) for i in range(64)]
+    # One token per socket (distinct subs), as browsers have: no server verifies a token twice.
+    tokens = make_tokens("bench-user", max(plan.idle_sockets, *plan.sizes, *plan.centrifugo_sizes))
     bench = Bench(plan, layout, brokers, broker_pid, upstream, producer, tokens=tokens)
     servers = list(plan.servers)
     skipped = []
     if "fastapi" in servers and not (have("fastapi") and have("uvicorn")):
         servers.remove("fastapi")
         skipped.append("fastapi baseline: fastapi/uvicorn not installed (pip install -e '.[bench]')")
+    if "centrifugo" in servers:
+        version, why = centrifugo.installed()
+        if version is None:
+            servers.remove("centrifugo")
+            skipped.append(f"centrifugo baseline: {why}")
+        else:
+            bench.results["centrifugo_version"] = version
+            if version != centrifugo.VERSION.lstrip("v"):
+                skipped.append(
+                    f"centrifugo: version {version} installed, the bench expects {centrifugo.VERSION}"
+                )
+    if "gateway-w2" in servers and not (layout.server and layout.load):
+        servers.remove("gateway-w2")
+        skipped.append("gateway --workers 2: fewer than 2 usable cores")
+    for line in skipped:
+        print(f"::: skipping {line}", flush=True)
     bench.results["machine"] = machine()
     bench.results["plan"] = asdict(plan)
     bench.results["layout"] = layout.describe()
@@ -999,7 +1097,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small version of everything (<1 min)")
     parser.add_argument(
-        "--servers", default="", help="comma-separated subset of gateway,floor,fastapi (default: all)"
+        "--servers",
+        default="",
+        help="comma-separated subset of gateway,gateway-w2,floor,fastapi,centrifugo (default: all)",
     )
     parser.add_argument(
         "--set",
