@@ -395,6 +395,7 @@ def build_gateway(
         max_inflight_commands=settings.ws_max_inflight_commands,
         allowed_origins=settings.allowed_origins,
         max_connections=settings.ws_max_connections,
+        auth_timeout=settings.ws_auth_timeout,
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
         health=lambda: gateway.health(),

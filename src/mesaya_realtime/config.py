@@ -161,6 +161,8 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=0, ge=0)
     ws_max_topics_per_socket: int = Field(default=64, ge=1)
     ws_handshake_timeout: float = 10.0
+    #: Seconds a protocol v2 socket has to authenticate in its first frame (then 4408).
+    ws_auth_timeout: float = Field(default=5.0, gt=0)
     #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's
     #: default collector); see infrastructure/gc_policy.py.
     gc_freeze_interval: float = Field(default=10.0, ge=0)
@@ -216,6 +218,7 @@ class Settings(BaseSettings):
         "ownership_cache_ttl",
         "ws_heartbeat",
         "ws_handshake_timeout",
+        "ws_auth_timeout",
         mode="before",
     )
     @classmethod

@@ -23,22 +23,35 @@ __all__ = [
 
 class Refused(Exception):
     """A refused HTTP request (an upgrade, a push): its status and the ``{"message": ...}``
-    text (docs/WEBSOCKET_ENDPOINTS.md)."""
+    text (docs/WEBSOCKET_ENDPOINTS.md).
 
-    def __init__(self, status: int, message: str) -> None:
+    A protocol v2 socket is refused after its upgrade instead, with a close frame whose code
+    is ``close_code`` (4000 + the status unless given) and whose reason is the same text.
+    """
+
+    def __init__(self, status: int, message: str, close_code: int = 0) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close_code = close_code or 4000 + status
 
 
 class GatewayError(Exception):
-    """Base of every error the gateway reports; ``reason`` is the text a client sees."""
+    """Base of every error the gateway reports; ``reason`` is the text a client sees and
+    ``code`` the stable name protocol v2 sends with it (``data.code``); ``field`` is the part
+    of the command at fault, when one is (``data.field``)."""
 
     reason: str = "internal error"
+    code: str = "internal"
+    field: str = ""
 
-    def __init__(self, reason: str | None = None) -> None:
+    def __init__(self, reason: str | None = None, *, code: str = "", field: str = "") -> None:
         if reason is not None:
             self.reason = reason
+        if code:
+            self.code = code
+        if field:
+            self.field = field
         super().__init__(self.reason)
 
 
@@ -46,34 +59,44 @@ class AuthError(GatewayError):
     """A token that is missing, malformed, expired or wrongly signed."""
 
     reason = "invalid token"
+    code = "invalid_token"
 
 
 class CommandError(GatewayError):
     """A client command that cannot be carried out."""
 
+    code = "refused"
+
 
 class InvalidPayload(CommandError):
     reason = "invalid payload"
+    code = "invalid_payload"
 
 
 class UnsupportedAction(CommandError):
     reason = "unsupported action"
+    code = "unknown_action"
 
 
 class SnapshotError(CommandError):
     """The REST upstream could not give a snapshot."""
 
+    code = "upstream_error"
+
 
 class SnapshotForbidden(SnapshotError):
     reason = "section snapshot forbidden"
+    code = "forbidden"
 
 
 class SnapshotNotFound(SnapshotError):
     reason = "section snapshot not found"
+    code = "not_found"
 
 
 class SnapshotUnsupported(SnapshotError):
     reason = "section snapshot entity unsupported"
+    code = "unsupported"
 
 
 class SnapshotUnexpectedStatus(SnapshotError):
@@ -91,8 +114,11 @@ class SnapshotRequestFailed(SnapshotError):
     UNAVAILABLE = "upstream unavailable"
 
     def __init__(self, cause: str) -> None:
-        super().__init__(f"snapshot request failed: {cause}")
         self.timed_out = cause == self.TIMEOUT
+        super().__init__(
+            f"snapshot request failed: {cause}",
+            code="upstream_timeout" if self.timed_out else "upstream_unavailable",
+        )
 
 
 class SnapshotDecodeError(SnapshotError):
@@ -104,9 +130,11 @@ class AccessDenied(CommandError):
     """The principal may not see this section (an OWNER who does not own the restaurant)."""
 
     reason = "forbidden"
+    code = "forbidden"
 
 
 class OwnershipUnavailable(CommandError):
     """The REST API could not say which restaurants an owner owns; access fails closed."""
 
     reason = "ownership check unavailable"
+    code = "upstream_unavailable"

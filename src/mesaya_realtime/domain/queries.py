@@ -22,7 +22,7 @@ def _optional_int(payload: Mapping[str, Any], key: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidPayload()
+        raise InvalidPayload(field=f"payload.{key}")
     return value
 
 
@@ -31,7 +31,7 @@ def _optional_str(payload: Mapping[str, Any], key: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str) or len(value) > _MAX_TEXT:
-        raise InvalidPayload()
+        raise InvalidPayload(field=f"payload.{key}")
     return value
 
 
@@ -56,19 +56,19 @@ class ListQuery:
         if payload is None:
             payload = {}
         if not isinstance(payload, Mapping):
-            raise InvalidPayload()
+            raise InvalidPayload(field="payload")
         page = _optional_int(payload, "page")
         limit = _optional_int(payload, "limit")
         raw_filters = payload.get("filters")
         filters: dict[str, str] = {}
         if raw_filters is not None:
             if not isinstance(raw_filters, Mapping) or len(raw_filters) > _MAX_FILTERS:
-                raise InvalidPayload()
+                raise InvalidPayload(field="payload.filters")
             for key, value in raw_filters.items():
                 if value is None:  # Go decodes null as "", which sanitising drops
                     continue
                 if not isinstance(value, str) or len(value) > _MAX_TEXT or len(key) > _MAX_TEXT:
-                    raise InvalidPayload()
+                    raise InvalidPayload(field="payload.filters")
                 key, value = key.strip().lower(), value.strip()
                 if key and value:
                     filters[key] = value
@@ -114,8 +114,8 @@ class DetailQuery:
     @classmethod
     def from_payload(cls, payload: object) -> DetailQuery:
         if not isinstance(payload, Mapping):
-            raise InvalidPayload()
+            raise InvalidPayload(field="payload")
         value = payload.get("id")
         if not isinstance(value, str) or not value.strip() or len(value) > _MAX_TEXT:
-            raise InvalidPayload()
+            raise InvalidPayload(field="payload.id")
         return cls(value.strip())

@@ -87,6 +87,7 @@ class SelectionRefused(CommandError):
     """A selection command the gateway will not carry out; ``reason`` is the wire text."""
 
     reason = "table selection refused"
+    code = "selection_refused"
 
 
 def table_id_from(payload: object) -> str:
@@ -96,16 +97,16 @@ def table_id_from(payload: object) -> str:
     'table-3'
     """
     if not isinstance(payload, dict) or payload.get("tableId") is None:
-        raise SelectionRefused("tableId is required")
+        raise SelectionRefused("tableId is required", code="invalid_payload", field="payload.tableId")
     value = payload["tableId"]
     if not isinstance(value, str):
-        raise SelectionRefused("tableId must be a string")
+        raise SelectionRefused("tableId must be a string", code="invalid_payload", field="payload.tableId")
     if not value:
-        raise SelectionRefused("tableId is required")
+        raise SelectionRefused("tableId is required", code="invalid_payload", field="payload.tableId")
     if len(value) > MAX_TABLE_ID:
-        raise SelectionRefused("tableId is too long")
+        raise SelectionRefused("tableId is too long", code="invalid_payload", field="payload.tableId")
     if _TABLE_ID.fullmatch(value) is None:
-        raise SelectionRefused("tableId is malformed")
+        raise SelectionRefused("tableId is malformed", code="invalid_payload", field="payload.tableId")
     return value
 
 

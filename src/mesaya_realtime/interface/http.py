@@ -9,29 +9,31 @@ answers refusals as ``{"message": "..."}`` with the reference's status codes;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from aiohttp import HttpVersion11, web
+import orjson
+from aiohttp import HttpVersion11, WSMsgType, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.ports.push import PushUnavailable
-from mesaya_realtime.application.usecases.analytics import AnalyticsRejected, AnalyticsService
+from mesaya_realtime.application.usecases.analytics import AnalyticsService
 from mesaya_realtime.application.usecases.broadcast import BroadcastRejected, BroadcastService, parse_push
-from mesaya_realtime.application.usecases.commands import CommandService
-from mesaya_realtime.application.usecases.connect import ConnectUseCase, HandshakeRejected
+from mesaya_realtime.application.usecases.commands import AUTHENTICATE_ACTIONS, CommandService, Envelope
+from mesaya_realtime.application.usecases.connect import ConnectUseCase
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.lifecycle import SocketLifecycle
 from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
 from mesaya_realtime.application.usecases.notifications import NotificationFeed
-from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.application.usecases.sessions import PROTOCOL_V2, V1, Hello, Session
 from mesaya_realtime.domain.analytics import key_of
 from mesaya_realtime.domain.catalogue import NOTIFICATIONS
-from mesaya_realtime.domain.errors import AuthError, OwnershipUnavailable
+from mesaya_realtime.domain.errors import AuthError, InvalidPayload, OwnershipUnavailable, Refused
 from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
@@ -74,8 +76,12 @@ class GatewayServices:
     broadcast_admin_tokens: bool = True
     #: Browser origins allowed to open sockets; empty allows every origin.
     allowed_origins: frozenset[str] = frozenset()
-    #: Open sockets this node accepts at most (0: no limit); past it, 503.
+    #: Open sockets this node accepts at most (0: no limit); past it, 503 (v2: 4429).
     max_connections: int = 0
+    #: Seconds a v2 socket has to send its ``authenticate`` frame (``WS_AUTH_TIMEOUT``).
+    auth_timeout: float = 5.0
+    #: v2 sockets upgraded and not yet admitted (they count against ``max_connections``).
+    authenticating: int = 0
 
 
 def _token_from(request: web.Request) -> str:
@@ -88,9 +94,9 @@ def _token_from(request: web.Request) -> str:
     return _bearer(request)
 
 
-def _reject(request: web.Request, services: GatewayServices, status: int, message: str) -> web.Response:
-    """A refusal before the upgrade: counted, logged (never the token; rate-limited per status
-    and reason, so a reconnect storm writes a line per kind per 10 s), answered in JSON."""
+def _refusal_seen(request: web.Request, services: GatewayServices, status: int, message: str) -> None:
+    """A refused socket, counted and logged (never the token; rate-limited per status and
+    reason, so a reconnect storm writes a line per kind per 10 s)."""
     services.metrics.handshake_rejected(status)
     _REFUSALS.info(
         "handshake refused",
@@ -100,6 +106,11 @@ def _reject(request: web.Request, services: GatewayServices, status: int, messag
         path=_without_token(request),
         remote=request.remote or "",
     )
+
+
+def _reject(request: web.Request, services: GatewayServices, status: int, message: str) -> web.Response:
+    """A refusal before the upgrade (protocol v1), answered in JSON."""
+    _refusal_seen(request, services, status, message)
     return web.json_response({"message": message}, status=status)
 
 
@@ -110,18 +121,19 @@ def _without_token(request: web.Request) -> str:
     return path.replace(token, "<token>") if token else path
 
 
-def _node_refusal(services: GatewayServices, request: web.Request) -> web.Response | None:
-    """The checks every socket route makes first: the origin allow-list, the node's limit."""
+def _node_refusal(services: GatewayServices, request: web.Request) -> Refused | None:
+    """The checks every socket route makes first: the origin allow-list, the node's limit
+    (sockets still authenticating count)."""
     if services.allowed_origins:
         origin = request.headers.get("Origin", "").strip().rstrip("/").lower()
         if origin and origin not in services.allowed_origins:
-            return _reject(request, services, 403, "origin not allowed")
-    if services.max_connections and len(services.hub) >= services.max_connections:
-        return _reject(request, services, 503, "too many connections")
+            return Refused(403, "origin not allowed")
+    if services.max_connections and len(services.hub) + services.authenticating >= services.max_connections:
+        return Refused(503, "too many connections", close_code=4429)
     return None
 
 
-def _websocket(services: GatewayServices) -> web.WebSocketResponse:
+def _websocket(services: GatewayServices, v2: bool = False) -> web.WebSocketResponse:
     return web.WebSocketResponse(
         # aiohttp refuses a message of exactly max_msg_size; gorilla's read limit (and ours)
         # accepts up to and including the limit, and refuses one byte more with 1009.
@@ -132,7 +144,17 @@ def _websocket(services: GatewayServices) -> web.WebSocketResponse:
         heartbeat=services.heartbeat * (1.0 - _HEARTBEAT_JITTER * random.random()),
         compress=False,
         autoping=True,
+        protocols=_V2_PROTOCOLS if v2 else (),
     )
+
+
+_V2_PROTOCOLS = (PROTOCOL_V2,)
+
+
+def _wants_v2(request: web.Request) -> bool:
+    """True when the client offers the ``mesaya.v2`` subprotocol."""
+    offered = request.headers.get("Sec-WebSocket-Protocol", "")
+    return bool(offered) and PROTOCOL_V2 in (part.strip() for part in offered.split(","))
 
 
 def _not_an_upgrade(request: web.Request, ws: web.WebSocketResponse) -> bool:
@@ -140,104 +162,195 @@ def _not_an_upgrade(request: web.Request, ws: web.WebSocketResponse) -> bool:
     return request.version < HttpVersion11 or not ws.can_prepare(request).ok
 
 
-async def entity_socket(request: web.Request) -> web.StreamResponse:
+#: A socket route's checks that need the token: given it, they return the admission (the
+#: checks that come after the upgrade check in v1, often a REST call), which returns what
+#: opens the session. Both raise :class:`Refused`.
+Opener = Callable[[SocketConnection, Hello], Session]
+Admission = Callable[[], Awaitable[Opener]]
+Gate = Callable[[str], Awaitable[Admission]]
+
+
+async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.StreamResponse:
+    """One socket route, in both protocols (docs/WEBSOCKET_ENDPOINTS.md "Protocol v2").
+
+    v1 refuses before the upgrade, with an HTTP status and ``{"message": ...}``. v2 upgrades
+    first (selecting ``mesaya.v2``), takes the token from the URL or the first frame, and
+    refuses with a close frame (4000 + the status, or the refusal's own code) whose reason is
+    the same message, which browser JavaScript can read.
+    """
     services: GatewayServices = request.app[SERVICES]
-    refused = _node_refusal(services, request)
-    if refused is not None:
-        return refused
-    try:
-        spec, principal = services.connect.authorize(
-            request.match_info["entity"], request.match_info["section"], _token_from(request)
-        )
-    except HandshakeRejected as rejected:
-        return _reject(request, services, rejected.status, rejected.message)
-    ws = _websocket(services)
+    if not _wants_v2(request):
+        try:
+            refused = _node_refusal(services, request)
+            if refused is not None:
+                raise refused
+            admission = await gate(url_token)
+            ws = _websocket(services)
+            if _not_an_upgrade(request, ws):
+                return _reject(request, services, 400, "Bad Request")
+            opener = await admission()
+        except Refused as rejected:
+            return _reject(request, services, rejected.status, rejected.message)
+        connection = await _upgrade(request, ws, services)
+        if connection is None:
+            return ws
+        return await _run(request, ws, services, connection, opener, V1)
+    ws = _websocket(services, v2=True)
     if _not_an_upgrade(request, ws):
         return _reject(request, services, 400, "Bad Request")
-    section = request.match_info["section"].strip()
-    if services.connect.needs_admission(spec, principal, section):
+    refused = _node_refusal(services, request)
+    services.authenticating += 1
+    try:
+        connection = await _upgrade(request, ws, services)
+        if connection is None:
+            return ws
         try:
-            await services.connect.admit(spec, principal, section)
-        except HandshakeRejected as rejected:
-            return _reject(request, services, rejected.status, rejected.message)
-    return await _serve(
-        request, ws, services, lambda connection: services.sockets.open(connection, principal, spec, section)
-    )
+            if refused is not None:
+                raise refused
+            hello = Hello(v2=True, since=request.query.get("since", "").strip())
+            token = url_token
+            if not token:
+                first = await _first_frame(ws, services.auth_timeout)
+                if first is None:
+                    return ws  # the client went away
+                token, hello = first
+            opener = await (await gate(token))()
+        except Refused as rejected:
+            _refusal_seen(request, services, rejected.status, rejected.message)
+            await _close(ws, rejected.close_code, rejected.message)
+            return ws
+    finally:
+        services.authenticating -= 1
+    return await _run(request, ws, services, connection, opener, hello)
+
+
+#: Close code of a v2 socket whose ``authenticate`` frame did not come in time.
+AUTH_TIMEOUT_CLOSE = 4408
+
+
+async def _first_frame(ws: web.WebSocketResponse, within: float) -> tuple[str, Hello] | None:
+    """The token (and resume cursor) of a v2 socket's first frame, ``{"action":
+    "authenticate", "payload": {"token": ..., "since"?: ...}, "requestId"?: ...}``; None when
+    the client closed first. Anything else is refused (4401), and so is silence (4408)."""
+    try:
+        frame = await ws.receive(timeout=within)
+    except TimeoutError:
+        raise Refused(408, "authentication timeout", close_code=AUTH_TIMEOUT_CLOSE) from None
+    if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+        return None
+    required = Refused(401, "authentication required")
+    if frame.type is not WSMsgType.TEXT:
+        raise required
+    try:
+        envelope = Envelope.parse(orjson.loads(frame.data))
+    except (orjson.JSONDecodeError, InvalidPayload):
+        raise required from None
+    payload = envelope.payload
+    if envelope.action not in AUTHENTICATE_ACTIONS or not isinstance(payload, dict):
+        raise required
+    token = payload.get("token", "")
+    since = payload.get("since", "")
+    if not isinstance(token, str) or not isinstance(since, str) or len(token) > 16_384 or len(since) > 4096:
+        raise Refused(400, "invalid payload")
+    return token.strip(), Hello(v2=True, since=since.strip(), request_id=envelope.request_id)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+    """Close a refused v2 socket; a client that does not answer the close is not waited for."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(ws.close(code=code, message=reason.encode()), 2.0)
+
+
+async def entity_socket(request: web.Request) -> web.StreamResponse:
+    services: GatewayServices = request.app[SERVICES]
+    raw_entity, raw_section = request.match_info["entity"], request.match_info["section"]
+
+    async def gate(token: str) -> Admission:
+        spec, principal = services.connect.authorize(raw_entity, raw_section, token)
+        section = raw_section.strip()
+
+        async def admission() -> Opener:
+            if services.connect.needs_admission(spec, principal, section):
+                await services.connect.admit(spec, principal, section)
+            return lambda connection, hello: services.sockets.open(
+                connection, principal, spec, section, hello=hello
+            )
+
+        return admission
+
+    return await _socket(request, _token_from(request), gate)
 
 
 async def notifications_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/notifications``: token from ``?token=`` (as the reference) or the header."""
     services: GatewayServices = request.app[SERVICES]
-    refused = _node_refusal(services, request)
-    if refused is not None:
-        return refused
-    token = request.query.get("token", "").strip() or _bearer(request)
-    try:
-        if not token:
-            raise AuthError("missing token")
-        principal = services.connect.verifier.verify(token)
-    except AuthError:
-        return _reject(request, services, 401, "invalid or missing token")
-    ws = _websocket(services)
-    if _not_an_upgrade(request, ws):
-        return _reject(request, services, 400, "Bad Request")
-    feed = services.notifications
-    try:
-        owned = await feed.admit(principal)
-    except OwnershipUnavailable as error:
-        return _reject(request, services, 503, error.reason)
-    starting = feed.topics(principal)
-    return await _serve(
-        request,
-        ws,
-        services,
-        lambda connection: services.sockets.open(
-            connection, principal, NOTIFICATIONS, "", starting=starting, greeting=(), owned=owned
-        ),
-    )
+
+    async def gate(token: str) -> Admission:
+        try:
+            if not token:
+                raise AuthError("missing token")
+            principal = services.connect.verifier.verify(token)
+        except AuthError:
+            raise Refused(401, "invalid or missing token") from None
+
+        async def admission() -> Opener:
+            feed = services.notifications
+            try:
+                owned = await feed.admit(principal)
+            except OwnershipUnavailable as error:
+                raise Refused(503, error.reason) from None
+            starting = feed.topics(principal)
+            return lambda connection, hello: services.sockets.open(
+                connection,
+                principal,
+                NOTIFICATIONS,
+                "",
+                starting=starting,
+                greeting=(),
+                owned=owned,
+                hello=hello,
+            )
+
+        return admission
+
+    return await _socket(request, request.query.get("token", "").strip() or _bearer(request), gate)
 
 
 async def analytics_socket(request: web.Request) -> web.StreamResponse:
     """``GET /ws/analytics/{scope}/{entity}[/{token}]``: token from the header (as the
     reference), ``?token=`` or the path, so that browsers can connect."""
     services: GatewayServices = request.app[SERVICES]
-    refused = _node_refusal(services, request)
-    if refused is not None:
-        return refused
-    key = key_of(request.match_info["scope"], request.match_info["entity"])
-    if key is None:
-        return _reject(request, services, 404, "analytics endpoint not available")
-    token = _token_from(request)
-    principal = None
-    if token:
-        try:
-            principal = services.connect.verifier.verify(token)
-        except AuthError:
-            return _reject(request, services, 401, "invalid token")
-    elif key.token_required:
-        return _reject(request, services, 400, "missing token")
-    try:
+
+    async def gate(token: str) -> Admission:
+        key = key_of(request.match_info["scope"], request.match_info["entity"])
+        if key is None:
+            raise Refused(404, "analytics endpoint not available")
+        principal = None
+        if token:
+            try:
+                principal = services.connect.verifier.verify(token)
+            except AuthError:
+                raise Refused(401, "invalid token") from None
+        elif key.token_required:
+            raise Refused(400, "missing token", close_code=4401)
         query = await services.analytics.check(key, principal, request.query)
-        ws = _websocket(services)
-        if _not_an_upgrade(request, ws):
-            return _reject(request, services, 400, "Bad Request")
-        admitted = await services.analytics.admit(key, principal, query)
-    except AnalyticsRejected as rejected:
-        return _reject(request, services, rejected.status, rejected.message)
-    return await _serve(
-        request,
-        ws,
-        services,
-        lambda connection: services.sockets.open(
-            connection,
-            admitted.principal,
-            admitted.spec,
-            admitted.state.query.identifier,
-            starting=admitted.starting,
-            greeting=admitted.greeting,
-            state=admitted.state,
-        ),
-    )
+
+        async def admission() -> Opener:
+            admitted = await services.analytics.admit(key, principal, query)
+            return lambda connection, hello: services.sockets.open(
+                connection,
+                admitted.principal,
+                admitted.spec,
+                admitted.state.query.identifier,
+                starting=admitted.starting,
+                greeting=admitted.greeting,
+                state=admitted.state,
+                hello=hello,
+            )
+
+        return admission
+
+    return await _socket(request, _token_from(request), gate)
 
 
 def _bearer(request: web.Request) -> str:
@@ -245,17 +358,14 @@ def _bearer(request: web.Request) -> str:
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
-async def _serve(
-    request: web.Request,
-    ws: web.WebSocketResponse,
-    services: GatewayServices,
-    open_session: Callable[[SocketConnection], Session],
-) -> web.StreamResponse:
-    """Upgrade, open the session (the application's lifecycle), run it, close it."""
+async def _upgrade(
+    request: web.Request, ws: web.WebSocketResponse, services: GatewayServices
+) -> SocketConnection | None:
+    """Answer the upgrade (101) and wrap the socket; None when the client is already gone."""
     await ws.prepare(request)
     transport = request.transport
     if transport is None:
-        return ws
+        return None
     scheduler: WriteScheduler = request.app[SCHEDULER]
     connection = SocketConnection(
         ws,
@@ -265,7 +375,19 @@ async def _serve(
         services.metrics,
     )
     _require_masked_frames(request, connection, services)
-    session = open_session(connection)
+    return connection
+
+
+async def _run(
+    request: web.Request,
+    ws: web.WebSocketResponse,
+    services: GatewayServices,
+    connection: SocketConnection,
+    opener: Opener,
+    hello: Hello,
+) -> web.StreamResponse:
+    """Open the session (the application's lifecycle), run it, close it."""
+    session = opener(connection, hello)
     try:
         await serve_session(
             ws,

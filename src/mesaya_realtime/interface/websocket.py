@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.usecases.commands import LATER, CommandService, Envelope
-from mesaya_realtime.application.usecases.sessions import Session, error_message
+from mesaya_realtime.application.usecases.sessions import Session, refusal_message
 from mesaya_realtime.domain.errors import InvalidPayload
 from mesaya_realtime.domain.messages import Message, encode
 from mesaya_realtime.interface.frames import text_frame
@@ -195,9 +195,12 @@ def _parse(data: str | bytes, session: Session, metrics: Metrics) -> Envelope | 
     """The command of a frame, or the ``invalid payload`` error that answers it."""
     try:
         return Envelope.parse(orjson.loads(data))
-    except (orjson.JSONDecodeError, InvalidPayload):
+    except orjson.JSONDecodeError:
         metrics.bad_frame("invalid payload")
-        return error_message(session.entity.name, session.section, "unknown", "invalid payload")
+        return refusal_message(session, "unknown", InvalidPayload())
+    except InvalidPayload as error:
+        metrics.bad_frame("invalid payload")
+        return refusal_message(session, "unknown", error)
 
 
 async def _answer(
@@ -213,11 +216,7 @@ async def _answer(
     if isinstance(parsed, Message):
         reply = parsed
     else:
-        try:
-            reply = await commands.handle(session, parsed)
-        except Exception:
-            log.exception("command failed", extra={"entity": session.entity.name})
-            reply = error_message(session.entity.name, session.section, "unknown", "internal error")
+        reply = await commands.handle(session, parsed)
     if previous is not None and not previous.done():
         await asyncio.wait((previous,))
     if session.principal is not principal and isinstance(session.connection, SocketConnection):

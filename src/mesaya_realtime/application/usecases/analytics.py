@@ -93,6 +93,15 @@ def _reason(error: SnapshotError) -> tuple[int, str]:
     return 500, "unable to fetch analytics"
 
 
+#: The v2 error code of a refused analytics check, by its HTTP status.
+_CODES = {
+    400: "invalid_payload",
+    401: "invalid_token",
+    403: "forbidden",
+    404: "not_found",
+    503: "upstream_unavailable",
+}
+
 ANONYMOUS = Principal("", None, "", "")
 
 
@@ -236,14 +245,14 @@ class AnalyticsService(Feature):
         try:
             query = state.query.merged(state.key, payload)
         except ValueError:
-            raise InvalidPayload() from None
+            raise InvalidPayload(field="payload") from None
         if state.key.identifier_param and not query.identifier:
-            raise CommandError("missing identifier")
+            raise CommandError("missing identifier", code="invalid_payload", field="payload.identifier")
         await self._authorize_quietly(state.key, session.principal, query)
         try:
             data = await self._get(state.key, query, session.principal.token)
         except SnapshotError as error:
-            raise CommandError(_reason(error)[1]) from None
+            raise CommandError(_reason(error)[1], code=error.code) from None
         state.query = query
         return snapshot_message(state, data, "request")
 
@@ -254,7 +263,7 @@ class AnalyticsService(Feature):
         try:
             await self._authorize(key, principal, query)
         except AnalyticsRejected as rejected:
-            raise CommandError(rejected.message) from None
+            raise CommandError(rejected.message, code=_CODES.get(rejected.status, "refused")) from None
 
     # -- refresh after events ----------------------------------------------------------------
     def on_event(self, event: DomainEvent) -> None:

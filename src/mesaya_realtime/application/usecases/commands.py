@@ -12,6 +12,7 @@ task per answered command (interface/websocket.py).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,17 +23,19 @@ from mesaya_realtime.application.usecases.features import ActionHandler, Feature
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.sessions import (
     Session,
+    ack_message,
     authenticated_message,
     detail_message,
-    error_message,
     list_message,
     pong_message,
+    refusal_message,
 )
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import (
     AuthError,
     CommandError,
+    GatewayError,
     InvalidPayload,
     UnsupportedAction,
 )
@@ -40,6 +43,8 @@ from mesaya_realtime.domain.messages import Message
 from mesaya_realtime.domain.queries import DetailQuery, ListQuery
 
 __all__ = ["AUTHENTICATE_ACTIONS", "LATER", "ActionHandler", "Command", "CommandService", "Envelope"]
+
+log = logging.getLogger(__name__)
 
 #: What :meth:`CommandService.answer_now` returns when the command must be awaited.
 LATER = object()
@@ -74,14 +79,14 @@ class Envelope:
         action = frame.get("action")
         topic = frame.get("topic")
         if not isinstance(action, str) or len(action) > _MAX_ACTION:
-            raise InvalidPayload()
+            raise InvalidPayload(field="action")
         if topic is not None and not isinstance(topic, str):
-            raise InvalidPayload()
+            raise InvalidPayload(field="topic")
         request_id = frame.get("requestId")
         if request_id is not None and (
             not isinstance(request_id, str) or not request_id or len(request_id) > MAX_REQUEST_ID
         ):
-            raise InvalidPayload()
+            raise InvalidPayload(field="requestId")
         return cls(action.strip().lower(), (topic or "").strip(), frame.get("payload"), request_id or "")
 
 
@@ -170,7 +175,8 @@ class CommandService:
         rules = self.kinds.get(session.entity.name)
         if rules is None:
             return self._unknown
-        return self._ignored if rules.ignore_unknown else self._unsupported
+        # Protocol v2 answers every command: an unknown action is refused, never ignored.
+        return self._ignored if rules.ignore_unknown and not session.v2 else self._unsupported
 
     def kind_of(self, session: Session, action: str) -> str:
         """``list``, ``detail``, ``ping``, ``subscribe``, ``unsubscribe``, ``authenticate``,
@@ -188,11 +194,10 @@ class CommandService:
             reply = command.now(session, envelope)
         except CommandError as error:
             return self._refused(session, command, envelope, error)
-        if reply is not LATER:
-            self.metrics.command(session.entity.name, command.kind, "ok")
-            if isinstance(reply, Message):
-                return _tagged(reply, envelope)
-        return reply
+        if reply is LATER:
+            return reply
+        self.metrics.command(session.entity.name, command.kind, "ok")
+        return _finished(session, envelope, reply if isinstance(reply, Message) else None)
 
     async def handle(self, session: Session, envelope: Envelope) -> Message | None:
         """The reply to one command, or None when the command has none."""
@@ -201,15 +206,19 @@ class CommandService:
             reply = await command.run(session, envelope)
         except CommandError as error:
             return self._refused(session, command, envelope, error)
+        except Exception:
+            # A bug, not the client's fault: logged with its trace, answered without it.
+            log.exception("command failed", extra={"entity": session.entity.name, "action": command.kind})
+            self.metrics.command(session.entity.name, command.kind, "error")
+            return _tagged(refusal_message(session, "unknown", GatewayError()), envelope)
         self.metrics.command(session.entity.name, command.kind, "ok")
-        return _tagged(reply, envelope) if reply is not None else None
+        return _finished(session, envelope, reply)
 
     def _refused(
         self, session: Session, command: Command, envelope: Envelope, error: CommandError
     ) -> Message:
         self.metrics.command(session.entity.name, command.kind, "error")
-        label = command.error_label or envelope.action
-        return _tagged(error_message(session.entity.name, session.section, label, error.reason), envelope)
+        return _tagged(refusal_message(session, command.error_label or envelope.action, error), envelope)
 
     # -- the commands ------------------------------------------------------------------------
     @staticmethod
@@ -255,23 +264,23 @@ class CommandService:
         payload = envelope.payload
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token.strip() or len(token) > 16_384:
-            raise InvalidPayload()
+            raise InvalidPayload(field="payload.token")
         try:
             principal = self.verifier.verify(token.strip())
         except AuthError:
-            raise CommandError("invalid token") from None
+            raise CommandError("invalid token", code="invalid_token", field="payload.token") from None
         if principal.user_id != session.principal.user_id:
-            raise CommandError("token of another user")
+            raise CommandError("token of another user", code="forbidden", field="payload.token")
         if not session.entity.allows(principal.upper_roles) or (
             session.is_wildcard and not principal.is_admin
         ):
-            raise CommandError("forbidden")
+            raise CommandError("forbidden", code="forbidden")
         if session.entity.name in self.kinds and set(principal.upper_roles) != set(
             session.principal.upper_roles
         ):
             # A cross-section socket (notifications, analytics) was admitted and indexed for
             # its roles: a renewal may not change them (reconnect instead).
-            raise CommandError("forbidden")
+            raise CommandError("forbidden", code="forbidden")
         if self.guard is not None:
             await self.guard.admit(session.entity, principal, session.section)
         # Built before the switch: the reply says what happened, and nothing happens unless
@@ -293,11 +302,11 @@ class CommandService:
             rules.allows_topic(session, topic) if rules is not None else topic.startswith(f"{spec.name}.")
         )
         if not allowed or len(topic) > _MAX_ACTION:
-            raise CommandError("topic not allowed")
+            raise CommandError("topic not allowed", code="topic_not_allowed", field="topic")
         if subscribe == (topic in session.topics):
             return None  # already so: nothing to change
         if subscribe and len(session.topics) >= self.max_topics:
-            raise CommandError("too many topics")
+            raise CommandError("too many topics", code="too_many_topics", field="topic")
         # The entity's shared set is copied once, on the socket's first change; after that the
         # socket's own set changes in place (O(1) per command).
         topics = session.topics if session.own_topics else set(session.topics)
@@ -308,6 +317,16 @@ class CommandService:
             topics.discard(topic)
         session.topics, session.own_topics = topics, True
         return None
+
+
+def _finished(session: Session, envelope: Envelope, reply: Message | None) -> Message | None:
+    """The reply as sent: protocol v2 acknowledges a command that has none (``system.ack``),
+    and a ``requestId`` is echoed in both versions."""
+    if reply is None:
+        if not session.v2:
+            return None
+        reply = ack_message(session, envelope.action, envelope.topic)
+    return _tagged(reply, envelope)
 
 
 def _tagged(reply: Message, envelope: Envelope) -> Message:

@@ -42,7 +42,7 @@ class ConnectUseCase:
             raise HandshakeRejected(400, "missing section")
         token = token.strip()
         if not token:
-            raise HandshakeRejected(400, "missing token")
+            raise HandshakeRejected(400, "missing token", close_code=4401)
         try:
             principal = self.verifier.verify(token)
         except AuthError as error:

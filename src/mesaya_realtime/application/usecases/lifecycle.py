@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.hub import Hub
-from mesaya_realtime.application.usecases.sessions import Session, base_topics, connected_message
+from mesaya_realtime.application.usecases.sessions import V1, Hello, Session, base_topics, connected_message
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.identity import Principal
 from mesaya_realtime.domain.messages import Message
@@ -52,10 +52,12 @@ class SocketLifecycle:
         greeting: Sequence[Message] | None = None,
         owned: frozenset[str] = frozenset(),
         state: object = None,
+        hello: Hello = V1,
     ) -> Session:
         """The session of a socket just upgraded: in the hub, greeted (``system.connected``,
         or the socket kind's own ``greeting``), the features told. ``starting``: the socket
-        kind's own starting topics (an entity socket's are derived from its entity)."""
+        kind's own starting topics (an entity socket's are derived from its entity);
+        ``hello``: its protocol (docs/WEBSOCKET_ENDPOINTS.md "Protocol v2")."""
         topics, topic_set = starting or self._starting_topics(spec)
         session = Session(
             connection=connection,
@@ -65,14 +67,15 @@ class SocketLifecycle:
             topics=topic_set,
             owned=owned,
             state=state,
+            v2=hello.v2,
         )
         self.hub.add(session)
         try:
-            if greeting is None:
-                session.send(connected_message(session, topics))
-            else:
-                for message in greeting:
-                    session.send(message)
+            if greeting is None or hello.v2:
+                # Protocol v2 greets every socket kind the same way first.
+                session.send(connected_message(session, topics, hello))
+            for message in greeting or ():
+                session.send(message)
             for feature in self.features:
                 for message in feature.join(session):
                     session.send(message)

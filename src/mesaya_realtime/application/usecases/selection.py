@@ -282,13 +282,13 @@ class SelectionService(Feature):
         now = self._now()
         mine = current is not None and current.holder.same_socket(holder)
         if current is not None and not mine and now < current.expires_at:
-            raise SelectionRefused(TAKEN)
+            raise SelectionRefused(TAKEN, code="taken")
         if not mine:
             taken = {hold.key for hold in self.state.of_socket(self.node, socket)}
             taken |= self._inflight.get(socket, set())
             taken.discard(key)
             if len(taken) >= self.policy.max_per_socket:
-                raise SelectionRefused(TOO_MANY_HOLDS)
+                raise SelectionRefused(TOO_MANY_HOLDS, code="too_many_holds")
         record = Select(
             session.section,
             table,
@@ -301,7 +301,7 @@ class SelectionService(Feature):
         self._inflight.setdefault(socket, set()).add(key)
         outcome = await self._submit(record)
         if isinstance(outcome, Rejected):
-            raise SelectionRefused(TAKEN)
+            raise SelectionRefused(TAKEN, code="taken")
         return None
 
     async def release(self, session: Session, payload: Any) -> Message | None:
@@ -316,7 +316,7 @@ class SelectionService(Feature):
         current = self.state.hold(*key)
         mine = current is not None and current.holder.same_socket(holder)
         if not mine and key not in self._inflight.get(socket, ()):
-            raise SelectionRefused(NOT_HELD)
+            raise SelectionRefused(NOT_HELD, code="not_held")
         record = Release(
             session.section,
             table,
@@ -328,14 +328,14 @@ class SelectionService(Feature):
         )
         outcome = await self._submit(record)
         if isinstance(outcome, Unmatched):
-            raise SelectionRefused(NOT_HELD)
+            raise SelectionRefused(NOT_HELD, code="not_held")
         return None
 
     def _admit(self, session: Session, payload: Any) -> str:
         if session.is_wildcard:
-            raise SelectionRefused(NEEDS_SECTION)
+            raise SelectionRefused(NEEDS_SECTION, code="needs_section")
         if not self._take_token(str(session.id)):
-            raise SelectionRefused(TOO_FAST)
+            raise SelectionRefused(TOO_FAST, code="rate_limited")
         return table_id_from(payload)
 
     def _take_token(self, socket: str) -> bool:
@@ -357,7 +357,7 @@ class SelectionService(Feature):
         try:
             await asyncio.wait_for(self._ready.wait(), self.policy.request_timeout)
         except TimeoutError:
-            raise SelectionRefused(UNAVAILABLE) from None
+            raise SelectionRefused(UNAVAILABLE, code="unavailable") from None
 
     async def _submit(self, record: Select | Release) -> Change:
         """Append ``record`` and wait until the log gives it back applied: its outcome."""
@@ -370,13 +370,13 @@ class SelectionService(Feature):
                     await stored
                 except SelectionLogUnavailable:
                     self._forget_select(record.request)
-                    raise SelectionRefused(UNAVAILABLE) from None
+                    raise SelectionRefused(UNAVAILABLE, code="unavailable") from None
                 return await outcome
         except TimeoutError:
             # If the record lands later, the hold is in the state (and released by upkeep
             # once its socket is gone); until then it must not count against the socket.
             self._forget_select(record.request)
-            raise SelectionRefused(TIMED_OUT) from None
+            raise SelectionRefused(TIMED_OUT, code="timeout") from None
         finally:
             self._pending.pop(record.request, None)
 

@@ -10,13 +10,18 @@ from typing import Any
 
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.domain.catalogue import EntitySpec
+from mesaya_realtime.domain.errors import GatewayError
 from mesaya_realtime.domain.identity import Principal
 from mesaya_realtime.domain.messages import Message, encode, format_epoch, topic_of
 from mesaya_realtime.domain.queries import ListQuery
 
 __all__ = [
+    "PROTOCOL_V2",
+    "V1",
     "WILDCARD_SECTION",
+    "Hello",
     "Session",
+    "ack_message",
     "authenticated_message",
     "base_topics",
     "connected_message",
@@ -24,7 +29,11 @@ __all__ = [
     "error_message",
     "list_message",
     "pong_message",
+    "refusal_message",
 ]
+
+#: The WebSocket subprotocol of protocol v2 (docs/WEBSOCKET_ENDPOINTS.md "Protocol v2").
+PROTOCOL_V2 = "mesaya.v2"
 
 #: The section an ADMIN connects to in order to watch an entity across all sections.
 WILDCARD_SECTION = "*"
@@ -42,6 +51,20 @@ def base_topics(entity: str, allowed_actions: Iterable[str]) -> list[str]:
         if topic and topic not in topics:
             topics.append(topic)
     return topics
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """How a socket opened: its protocol, and in v2 the cursor to resume from (``since``) and
+    the ``requestId`` of its ``authenticate`` frame, echoed by ``system.connected``."""
+
+    v2: bool = False
+    since: str = ""
+    request_id: str = ""
+
+
+#: A protocol v1 socket (the Go protocol).
+V1 = Hello()
 
 
 @dataclass(eq=False, slots=True)
@@ -67,6 +90,8 @@ class Session:
     owned: frozenset[str] = frozenset()
     #: What a socket kind keeps per socket (an analytics socket's key and request).
     state: object = None
+    #: True for a protocol v2 socket (subprotocol ``mesaya.v2``); False speaks the Go protocol.
+    v2: bool = False
 
     @property
     def is_wildcard(self) -> bool:
@@ -88,23 +113,26 @@ class Session:
         self.connection.send(encode(message))
 
 
-def connected_message(session: Session, topics: list[str]) -> Message:
+def connected_message(session: Session, topics: list[str], hello: Hello = V1) -> Message:
     principal = session.principal
+    data: dict[str, object] = {
+        "allowedTopics": topics,
+        "entity": session.entity.name,
+        "roles": list(principal.roles) if principal.roles is not None else None,
+        "sectionId": session.section,
+    }
+    metadata = {
+        "sectionId": session.section,
+        "sessionId": principal.session_id,
+        "userId": principal.user_id,
+    }
+    if hello.v2:
+        # When to renew in-band (``authenticate``) before the socket is closed with 1008.
+        data["expiresAt"] = format_epoch(principal.expires_at) if principal.expires_at is not None else None
+        if hello.request_id:
+            metadata["requestId"] = hello.request_id
     return Message(
-        topic="system.connected",
-        entity="system",
-        action="connected",
-        data={
-            "allowedTopics": topics,
-            "entity": session.entity.name,
-            "roles": list(principal.roles) if principal.roles is not None else None,
-            "sectionId": session.section,
-        },
-        metadata={
-            "sectionId": session.section,
-            "sessionId": principal.session_id,
-            "userId": principal.user_id,
-        },
+        topic="system.connected", entity="system", action="connected", data=data, metadata=metadata
     )
 
 
@@ -154,15 +182,42 @@ def detail_message(
     )
 
 
-def error_message(entity: str, section: str, action: str, reason: str) -> Message:
+def error_message(
+    entity: str, section: str, action: str, reason: str, code: str = "", field: str = ""
+) -> Message:
+    """``<entity>.error``; ``code`` and ``field`` (protocol v2 only) go in ``data``."""
     metadata = {"action": action, "sectionId": section}
     if reason:
         metadata["reason"] = reason
+    data = {"error": reason}
+    if code:
+        data["code"] = code
+        if field:
+            data["field"] = field
     return Message(
         topic=f"{entity}.error",
         entity=entity,
         action="error",
         resource_id=section,
-        data={"error": reason},
+        data=data,
         metadata=metadata,
+    )
+
+
+def refusal_message(session: Session, action: str, error: GatewayError) -> Message:
+    """The error reply to a command of ``session``: v1's text only, v2's with its code."""
+    if session.v2:
+        return error_message(
+            session.entity.name, session.section, action, error.reason, error.code, error.field
+        )
+    return error_message(session.entity.name, session.section, action, error.reason)
+
+
+def ack_message(session: Session, action: str, topic: str = "") -> Message:
+    """Protocol v2's reply to a command that has no other (``subscribe``, ``select_table``)."""
+    data = {"action": action}
+    if topic:
+        data["topic"] = topic
+    return Message(
+        topic="system.ack", entity="system", action="ack", data=data, metadata={"sectionId": session.section}
     )
