@@ -220,6 +220,26 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def gateway_source() -> dict[str, Any]:
+    """Where the measured gateway's code comes from (``PYTHONPATH=<worktree>/src`` measures another
+    checkout): its folder, that tree's commit, and whether it had uncommitted changes under src/."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mesaya_realtime")
+    folder = Path(spec.origin).parent if spec and spec.origin else ROOT / "src" / "mesaya_realtime"
+    tree = folder.parent.parent
+    found: dict[str, Any] = {"path": str(folder)}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        found["commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=tree, capture_output=True, text=True, timeout=5
+        ).stdout
+        found["uncommitted_src_files"] = len(status.splitlines())
+    return found
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     cpu_model = ""
@@ -237,7 +257,9 @@ def machine() -> dict[str, Any]:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
         ).stdout.strip()
+    source = gateway_source()
     return {
+        "gateway_source": source,
         "cpu_model": cpu_model,
         "cpus": os.cpu_count(),
         "usable_cores": cores(),

@@ -521,6 +521,20 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def source_text(source: dict[str, Any] | None) -> str:
+    if not source:
+        return ""
+    dirty = source.get("uncommitted_src_files")
+    state = (
+        f", with {dirty} uncommitted file(s) under src/ (another engineer's work in progress)"
+        if dirty
+        else ", clean"
+        if dirty == 0
+        else ""
+    )
+    return f"- Gateway code: `{source.get('path')}` at commit {source.get('commit', '?')}{state}\n"
+
+
 def machine_text(results: dict[str, Any]) -> str:
     m = results.get("machine", {})
     versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items())
@@ -539,8 +553,11 @@ def machine_text(results: dict[str, Any]) -> str:
         f"Linux {m.get('kernel')}, Python {m.get('python')}, open files {m.get('nofile')}\n"
         f"- Pinning: {results.get('layout')}\n"
         f"- Kafka: {results.get('brokers')} (single-node KRaft broker from `scripts/kafka-local`)\n"
-        f"- Versions: {versions}\n"
-        f"- Commit {m.get('commit')}, finished {results.get('finished_at')}, took "
+        f"- Versions: {versions}"
+        + (f", centrifugo {results['centrifugo_version']}" if results.get("centrifugo_version") else "")
+        + "\n"
+        + source_text(m.get("gateway_source"))
+        + f"- Commit {m.get('commit')}, finished {results.get('finished_at')}, took "
         f"{results.get('seconds', 0):.0f} s; load average at start {m.get('loadavg_at_start')}, "
         f"at end {results.get('loadavg_at_end')}"
     )

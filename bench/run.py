@@ -86,6 +86,9 @@ class Plan:
     ingest_seconds: float = 3.0
     kafka_ingest_events: int = 300_000
     servers: tuple[str, ...] = ("gateway", "gateway-w2", "floor", "fastapi", "centrifugo")
+    #: 0: every socket its own token; N: the sockets share N tokens (64 before the Centrifugo
+    #: baseline), so the gateway's verified-token cache answers most handshakes.
+    shared_tokens: int = 0
     profile: bool = False
 
     @classmethod
@@ -516,6 +519,9 @@ class Bench:
         """``count`` socket paths split over the generators, each with its own token (Centrifugo:
         the tokens themselves, sent in its connect command)."""
         tokens = tokens or self.tokens
+        if self.plan.shared_tokens:
+            shared = tokens[: self.plan.shared_tokens]
+            tokens = [shared[i % len(shared)] for i in range(count)]
         if count > len(tokens):
             raise ValueError(f"{count} sockets but {len(tokens)} tokens")
         per = [count // len(self.generators)] * len(self.generators)
@@ -855,7 +861,9 @@ class Bench:
     async def handshakes(self, server: Server) -> None:
         count = self.plan.handshakes
         # Tokens no socket has used yet: the gateway's verified-token cache must not have them.
-        tokens = await asyncio.to_thread(make_tokens, f"bench-hs-{next(self.runs)}", count)
+        tokens = await asyncio.to_thread(
+            make_tokens, f"bench-hs-{next(self.runs)}", min(count, self.plan.shared_tokens or count)
+        )
         split = self.split(server, count, tokens=tokens)
         meter = self.meter(server)
         answers = await self.each(
