@@ -33,6 +33,7 @@ from mesaya_realtime.application.usecases.notifications import NotificationFeed
 from mesaya_realtime.application.usecases.ownership import OwnershipGuard
 from mesaya_realtime.application.usecases.periodic import Periodic
 from mesaya_realtime.application.usecases.refresh import SnapshotRefresher
+from mesaya_realtime.application.usecases.resume import Journal, Positions, ResumeService
 from mesaya_realtime.application.usecases.selection import SelectionPolicy, SelectionService
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
 from mesaya_realtime.application.usecases.snapshots import SnapshotService
@@ -310,7 +311,12 @@ def build_gateway(
         max_connections=settings.rest_max_connections,
         metrics=metrics,
     )
-    snapshots = SnapshotService(rest, cache)
+    positions = Positions(mapping)
+    journal = Journal(
+        positions, text_frame, max_age=settings.resume_max_age, max_bytes=settings.resume_buffer_bytes
+    )
+    resumes = ResumeService(journal, hub, max_events=settings.resume_max_events, metrics=metrics)
+    snapshots = SnapshotService(rest, cache, mark=positions.cursor)
     guard = OwnershipGuard(
         RestOwnershipSource(rest),
         ttl=settings.ownership_cache_ttl,
@@ -363,7 +369,7 @@ def build_gateway(
     )
     # The gateway's own topic of pushes is read by the same consumer as the platform's.
     routes = {settings.broadcast_topic: lambda record: broadcasts.deliver(record.value)}
-    ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes)
+    ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes, journal=journal)
 
     if source_factory is None and settings.kafka_enabled:
         topics = (*dict.fromkeys(mapping), settings.broadcast_topic)
@@ -374,6 +380,7 @@ def build_gateway(
                     brokers=settings.broker_list,
                     topics=topics,
                     group_id=f"{settings.kafka_group_id}-{settings.node_id}",
+                    announce_starts=True,
                 ),
                 asyncio.get_running_loop(),
                 on_batch,
@@ -387,7 +394,7 @@ def build_gateway(
         connect=ConnectUseCase(catalogue, verifier, settings.ws_default_entity, guard),
         commands=commands,
         hub=hub,
-        sockets=SocketLifecycle(hub, features, settings.allowed_actions),
+        sockets=SocketLifecycle(hub, features, settings.allowed_actions, resumes),
         metrics=metrics,
         max_message_bytes=settings.ws_max_message_bytes,
         send_buffer_bytes=settings.ws_send_buffer_bytes,
@@ -435,6 +442,7 @@ def build_selections(settings: Settings, hub: Hub, catalogue: Catalogue) -> Sele
         heartbeat_interval=settings.table_selection_heartbeat,
         node_timeout=settings.table_selection_node_timeout,
         checkpoint_interval=settings.table_selection_checkpoint_interval,
+        reconnect_grace=settings.table_selection_reconnect_grace,
     )
     selection_log: KafkaSelectionLog | InProcessSelectionLog
     if settings.kafka_enabled:

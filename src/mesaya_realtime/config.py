@@ -166,6 +166,11 @@ class Settings(BaseSettings):
     #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's
     #: default collector); see infrastructure/gc_policy.py.
     gc_freeze_interval: float = Field(default=10.0, ge=0)
+    # Protocol v2's resume (docs/WEBSOCKET_ENDPOINTS.md "Cursors and resume"): how long and how
+    # much of the recent events a node keeps, and the largest gap one resume replays.
+    resume_max_age: float = Field(default=300.0, ge=0)
+    resume_max_events: int = Field(default=1000, ge=0)
+    resume_buffer_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     #: Worker processes sharing the port (infrastructure/workers.py); 0: one per usable CPU.
     workers: int = Field(default=0, ge=0, le=256)
     #: The asyncio event loop (infrastructure/event_loop.py): uvloop where installed.
@@ -191,6 +196,8 @@ class Settings(BaseSettings):
     table_selection_node_timeout: float = 10.0
     table_selection_checkpoint_interval: float = 30.0
     table_selection_request_timeout: float = 5.0
+    #: Seconds a protocol v2 socket's holds outlive a drop, for the client to resume (0: none).
+    table_selection_reconnect_grace: float = Field(default=10.0, ge=0)
 
     @field_validator(
         "table_selection_ttl",
@@ -198,6 +205,7 @@ class Settings(BaseSettings):
         "table_selection_node_timeout",
         "table_selection_checkpoint_interval",
         "table_selection_request_timeout",
+        "table_selection_reconnect_grace",
         mode="before",
     )
     @classmethod
@@ -219,6 +227,7 @@ class Settings(BaseSettings):
         "ws_heartbeat",
         "ws_handshake_timeout",
         "ws_auth_timeout",
+        "resume_max_age",
         mode="before",
     )
     @classmethod
@@ -351,7 +360,17 @@ def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
 
 #: Prefixes only the gateway's settings use: any other variable with one is a typo. Names
 #: without one (``PORTS``) are reported only when close to a setting's name.
-_OWN_PREFIXES = ("WS_", "JWT_", "REST_", "TABLE_SELECTION_", "SNAPSHOT_", "OWNERSHIP_", "BROADCAST_", "GC_")
+_OWN_PREFIXES = (
+    "WS_",
+    "JWT_",
+    "REST_",
+    "TABLE_SELECTION_",
+    "SNAPSHOT_",
+    "OWNERSHIP_",
+    "BROADCAST_",
+    "GC_",
+    "RESUME_",
+)
 
 
 def _setting_names() -> set[str]:

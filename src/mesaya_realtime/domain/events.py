@@ -55,6 +55,9 @@ class DomainEvent:
     #: The values of the entity's delivery-rule paths, read once at decoding.
     scope: tuple[str, ...] = ()
     users: tuple[str, ...] = ()
+    #: Where the event is in the log, set by the ingest when protocol v2 sockets may need it
+    #: (application/usecases/resume.py ``JournalEntry``); None otherwise.
+    position: Any = None
 
     @property
     def topic(self) -> str:

@@ -122,6 +122,8 @@ class Message:
     resource_id: str = ""
     metadata: Mapping[str, str] | None = None
     timestamp: str = field(default_factory=now_timestamp)
+    #: Protocol v2 only: the log position of the message (domain/cursors.py); "" omits it.
+    cursor: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"topic": self.topic, "entity": self.entity, "action": self.action}
@@ -132,6 +134,8 @@ class Message:
         if self.metadata:
             body["metadata"] = {key: self.metadata[key] for key in sorted(self.metadata)}
         body["timestamp"] = self.timestamp
+        if self.cursor:
+            body["cursor"] = self.cursor
         return body
 
 

@@ -28,6 +28,11 @@ The rules:
   node). An ``expired`` release also needs ``at`` past the hold's expiry, so a release written
   just before a late extension loses. A release that matches nothing is ignored, which makes
   releases idempotent: several nodes may release a dead node's hold, the first one counts.
+* ``detach`` (written by the holder's node when its protocol v2 socket drops without a close
+  frame) keeps the hold but marks it detached until ``until``; ``adopt`` by a socket of the
+  same user before then moves the hold to that socket, unchanged otherwise (a client that
+  resumes, on any node, keeps its tables). A detached hold that nobody adopts is released by
+  its node (``disconnected``) or, if that node dies, by the others (``node_down``).
 * ``heartbeat`` and ``checkpoint`` records change no hold. A checkpoint carries the holds
   of one log stream (Kafka partition) as of one offset, so a node that starts later rebuilds
   the state from the last checkpoint and the records after it (:func:`plan_replay`).
@@ -37,7 +42,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -48,8 +53,12 @@ from mesaya_realtime.domain.messages import format_epoch
 
 __all__ = [
     "MAX_TABLE_ID",
+    "Adopt",
+    "Adopted",
     "Change",
     "Checkpoint",
+    "Detach",
+    "Detached",
     "Heartbeat",
     "Hold",
     "Holder",
@@ -177,6 +186,38 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
+class Detach:
+    """The holder's socket dropped: its hold stays, adoptable by its user until ``until`` (ms)."""
+
+    section: str
+    table: str
+    holder: Holder
+    until: int
+    at: int
+    kind: Literal["detach"] = "detach"
+
+    @property
+    def writer(self) -> str:
+        return self.holder.node
+
+
+@dataclass(frozen=True, slots=True)
+class Adopt:
+    """A socket of the same user takes over a detached hold (a resume, on any node)."""
+
+    section: str
+    table: str
+    holder: Holder
+    at: int
+    request: str = ""
+    kind: Literal["adopt"] = "adopt"
+
+    @property
+    def writer(self) -> str:
+        return self.holder.node
+
+
+@dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A node says it is alive; survivors release the holds of nodes that stop saying it."""
 
@@ -195,6 +236,8 @@ class Hold:
     since: int
     expires_at: int
     stream: str
+    #: Until when (ms) its user may adopt it after its socket dropped; 0: not detached.
+    detached_until: int = 0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -221,7 +264,7 @@ class Checkpoint:
     kind: Literal["checkpoint"] = "checkpoint"
 
 
-SelectionRecord = Select | Release | Heartbeat | Checkpoint
+SelectionRecord = Select | Release | Detach | Adopt | Heartbeat | Checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,13 +306,28 @@ class Rejected:
 
 @dataclass(frozen=True, slots=True)
 class Unmatched:
-    """A release that named no current hold; nothing changed."""
+    """A release (detach, adopt) that named no current hold it may change; nothing changed."""
 
-    release: Release
+    release: Release | Detach | Adopt
     kind: Literal["unmatched"] = "unmatched"
 
 
-Change = Selected | Released | Rejected | Unmatched
+@dataclass(frozen=True, slots=True)
+class Detached:
+    hold: Hold
+    kind: Literal["detached"] = "detached"
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A detached hold moved to ``hold.holder``; ``previous`` held it."""
+
+    hold: Hold
+    previous: Holder
+    kind: Literal["adopted"] = "adopted"
+
+
+Change = Selected | Released | Rejected | Unmatched | Detached | Adopted
 
 
 # -- the state machine -----------------------------------------------------------------------
@@ -309,7 +367,32 @@ class SelectionState:
             return self._select(record, stream)
         if isinstance(record, Release):
             return [self._release(record)]
+        if isinstance(record, Detach):
+            return [self._detach(record)]
+        if isinstance(record, Adopt):
+            return [self._adopt(record)]
         return []
+
+    def _detach(self, record: Detach) -> Change:
+        current = self._holds.get((record.section, record.table))
+        if current is None or not current.holder.same_socket(record.holder):
+            return Unmatched(record)
+        hold = replace(current, detached_until=record.until)
+        self._put(hold)
+        return Detached(hold)
+
+    def _adopt(self, record: Adopt) -> Change:
+        current = self._holds.get((record.section, record.table))
+        if (
+            current is None
+            or current.holder.user != record.holder.user
+            or record.at >= current.detached_until
+            or record.at >= current.expires_at
+        ):
+            return Unmatched(record)
+        hold = replace(current, holder=record.holder, detached_until=0)
+        self._put(hold)
+        return Adopted(hold, current.holder)
 
     def restore(self, stream: str, holds: Iterable[Hold]) -> None:
         """Replace the holds of ``stream`` by ``holds`` (a checkpoint's, at start-up)."""
@@ -349,7 +432,7 @@ class SelectionState:
                 expires_at=max(current.expires_at, record.at + record.ttl),
                 stream=current.stream,
             )
-            self._put(hold)
+            self._put(hold)  # an extension by its own socket is no longer detached
             changes.append(Selected(hold, extended=extended))
         else:
             changes.append(Rejected(record, current))
@@ -394,7 +477,7 @@ class SelectionState:
 
 
 def _with_stream(hold: Hold, stream: str) -> Hold:
-    return Hold(hold.section, hold.table, hold.holder, hold.since, hold.expires_at, stream)
+    return replace(hold, stream=stream)
 
 
 # -- rebuilding the state at start-up --------------------------------------------------------
@@ -458,7 +541,7 @@ class SelectionDecodeError(ValueError):
 
 def record_key(record: SelectionRecord) -> bytes | None:
     """The log key: ``<sectionId>:<tableId>`` orders one table's records; None = explicit stream."""
-    if isinstance(record, Select | Release):
+    if isinstance(record, Select | Release | Detach | Adopt):
         return f"{record.section}:{record.table}".encode()
     if isinstance(record, Heartbeat):
         return f"node:{record.writer}".encode()
@@ -470,13 +553,16 @@ def _holder_fields(holder: Holder) -> dict[str, str]:
 
 
 def _hold_fields(hold: Hold) -> dict[str, Any]:
-    return {
+    fields = {
         "section": hold.section,
         "table": hold.table,
         **_holder_fields(hold.holder),
         "since": hold.since,
         "expires": hold.expires_at,
     }
+    if hold.detached_until:
+        fields["detached"] = hold.detached_until
+    return fields
 
 
 def encode_record(record: SelectionRecord) -> bytes:
@@ -503,6 +589,22 @@ def encode_record(record: SelectionRecord) -> bytes:
             reason=record.reason.value,
             at=record.at,
             writer=record.writer,
+            request=record.request,
+        )
+    elif isinstance(record, Detach):
+        body.update(
+            section=record.section,
+            table=record.table,
+            **_holder_fields(record.holder),
+            until=record.until,
+            at=record.at,
+        )
+    elif isinstance(record, Adopt):
+        body.update(
+            section=record.section,
+            table=record.table,
+            **_holder_fields(record.holder),
+            at=record.at,
             request=record.request,
         )
     elif isinstance(record, Heartbeat):
@@ -550,6 +652,7 @@ def _hold(body: object, stream: str) -> Hold:
         since=_integer(body, "since", 0, _EPOCH_MS_MAX),
         expires_at=_integer(body, "expires", 0, _EPOCH_MS_MAX),
         stream=stream,
+        detached_until=_integer(body, "detached", 0, _EPOCH_MS_MAX) if "detached" in body else 0,
     )
 
 
@@ -585,6 +688,22 @@ def decode_record(raw: bytes | None) -> SelectionRecord:
             reason,
             at=_integer(body, "at", 0, _EPOCH_MS_MAX),
             writer=_text(body, "writer"),
+            request=_text(body, "request", empty=True),
+        )
+    if kind == "detach":
+        return Detach(
+            _text(body, "section"),
+            _text(body, "table"),
+            _holder(body),
+            until=_integer(body, "until", 0, _EPOCH_MS_MAX),
+            at=_integer(body, "at", 0, _EPOCH_MS_MAX),
+        )
+    if kind == "adopt":
+        return Adopt(
+            _text(body, "section"),
+            _text(body, "table"),
+            _holder(body),
+            at=_integer(body, "at", 0, _EPOCH_MS_MAX),
             request=_text(body, "request", empty=True),
         )
     if kind == "heartbeat":

@@ -59,6 +59,9 @@ class KafkaSourceConfig:
     missing_topic_grace: float = 15.0
     #: False replays partitions that exist at start from their beginning (tools, tests).
     start_at_end: bool = True
+    #: Hand over a ``Record(..., start=True)`` notice where each partition starts, before its
+    #: records (the gateway's cursors begin there; application/usecases/resume.py).
+    announce_starts: bool = False
 
 
 class KafkaEventSource(KafkaReader[list[Record]]):
@@ -188,11 +191,14 @@ class KafkaEventSource(KafkaReader[list[Record]]):
                 chosen.append(TopicPartition(*key, min(offset, ends[key])))
         return chosen
 
-    def _refresh_assignment(self, consumer: Consumer) -> None:
+    def _refresh_assignment(self, consumer: Consumer) -> list[Record]:
+        """Assign new partitions; the start notices of those with a known offset (cursors
+        begin there, application/usecases/resume.py)."""
         attempted_ms = int(time.time() * 1000)
         metadata = consumer.list_topics(timeout=5.0)
         initial = self._since_ms is None
         fresh: list[_Key] = []
+        starts: list[Record] = []
         for topic in self.config.topics:
             found = metadata.topics.get(topic)
             if found is None or found.error is not None:
@@ -210,12 +216,14 @@ class KafkaEventSource(KafkaReader[list[Record]]):
             for tp in offsets:
                 if tp.offset >= 0:
                     self._positions[(tp.topic, tp.partition)] = tp.offset
+                    starts.append(Record(tp.topic, tp.partition, tp.offset, None, start=True))
             self._assigned = self._assigned | {(tp.topic, tp.partition) for tp in offsets}
             log.info("kafka partitions assigned", extra={"count": len(offsets), "initial": initial})
         if initial:
             self._since_ms = attempted_ms
             self._since_monotonic = time.monotonic()
         self._set_connected(True)
+        return starts
 
     def _read(self, consumer: Consumer) -> None:
         self._lag_consumer = consumer
@@ -224,7 +232,9 @@ class KafkaEventSource(KafkaReader[list[Record]]):
             now = time.monotonic()
             if now >= next_metadata or not self._connected:
                 try:
-                    self._refresh_assignment(consumer)
+                    starts = self._refresh_assignment(consumer)
+                    if starts and self.config.announce_starts and not self._hand_over(starts):
+                        return
                     interval = self.config.metadata_interval
                     if self._warned_missing:  # look again soon for topics being created
                         interval = min(interval, 1.0)

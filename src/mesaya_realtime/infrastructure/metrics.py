@@ -56,6 +56,9 @@ class PrometheusMetrics:
             ["outcome"],
             registry=r,
         )
+        self.resumes = Counter(
+            "mesaya_resumes", "Protocol v2 resumes (since=<cursor>) by outcome", ["recovered"], registry=r
+        )
         self.broadcasts = Counter(
             "mesaya_broadcasts",
             "POST /broadcast pushes (accepted, refused, resolved, unresolved: ADMIN only)",
@@ -120,6 +123,9 @@ class PrometheusMetrics:
 
     def broadcast(self, outcome: str) -> None:
         self._child(self.broadcasts, outcome).inc()
+
+    def resume(self, recovered: bool) -> None:
+        self._child(self.resumes, "true" if recovered else "false").inc()
 
     def http_parser_error(self, kind: str) -> None:
         self._child(self.http_parser_errors, kind).inc()

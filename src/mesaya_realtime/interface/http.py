@@ -213,8 +213,13 @@ async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.Strea
                 first = await _first_frame(ws, services.auth_timeout)
                 if first is None:
                     return ws  # the client went away
-                token, hello = first
+                token, sent = first
+                hello = Hello(v2=True, since=sent.since or hello.since, request_id=sent.request_id)
             opener = await (await gate(token))()
+            resumes = services.sockets.resumes
+            if hello.since and resumes is not None:
+                # This node may be a little behind the one that issued the cursor.
+                await resumes.wait_until_read(hello.since)
         except Refused as rejected:
             _refusal_seen(request, services, rejected.status, rejected.message)
             await _close(ws, rejected.close_code, rejected.message)

@@ -34,6 +34,7 @@ SLOW_CONSUMER_CLOSE = 1013
 #: Close code when the token expires on an open socket.
 TOKEN_EXPIRED_CLOSE = 1008
 _ABORT_AFTER_CLOSE = 5.0
+_ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 #: Frames one socket may have answered before it lets the other sockets' work run.
 _FRAMES_PER_TURN = 32
 
@@ -158,8 +159,15 @@ async def serve_session(
     previous: asyncio.Task[None] | None = None
     expiries.watch(session, connection)
     served = 0
+    session.ended_cleanly = False
     try:
-        async for frame in ws:
+        while True:
+            frame = await ws.receive()
+            if frame.type in _ENDS:
+                # Only the client's own close frame is a clean end (docs/WEBSOCKET_ENDPOINTS.md
+                # "Holds that survive a blip").
+                session.ended_cleanly = frame.type == WSMsgType.CLOSE
+                break
             served += 1
             if not served % _FRAMES_PER_TURN:
                 # Frames already buffered are read without waiting: a client that floods

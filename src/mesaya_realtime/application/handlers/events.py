@@ -56,7 +56,9 @@ def deliver(event: DomainEvent, context: EventContext) -> None:
     recipients = context.hub.recipients(spec, event.scope, event.users)
     if not recipients:
         return  # no socket entitled on this node: build nothing
-    context.hub.publish(event.message(), recipients)
+    position = event.position
+    # Protocol v2 sockets get the message with its cursor (built once, by the journal entry).
+    context.hub.publish(event.message(), recipients, v2=position.frame if position is not None else None)
 
 
 def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:
@@ -107,12 +109,25 @@ class EventDispatcher:
 
 
 class Record(NamedTuple):
-    """One Kafka record as the event source hands it over."""
+    """One Kafka record as the event source hands it over. With ``start``, no record but the
+    notice that the source reads the partition from ``offset`` on (where cursors begin)."""
 
     topic: str
     partition: int
     offset: int
     value: bytes | None
+    start: bool = False
+
+
+class EventJournal(Protocol):
+    """Where the ingest reports log positions and journals events for protocol v2
+    (application/usecases/resume.py ``Journal``)."""
+
+    def started(self, topic: str, partition: int, offset: int) -> None: ...
+
+    def advance(self, topic: str, partition: int, offset: int) -> bool: ...
+
+    def add(self, topic: str, partition: int, offset: int, event: DomainEvent, size: int) -> object: ...
 
 
 class SkipLog:
@@ -190,6 +205,7 @@ class EventIngest:
         metrics: Metrics | None = None,
         skip_log: SkipLog | None = None,
         routes: Mapping[str, Callable[[Record], str | None]] | None = None,
+        journal: EventJournal | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.catalogue = catalogue
@@ -199,13 +215,23 @@ class EventIngest:
         self.routes = dict(routes or {})
         self.metrics = metrics or NullMetrics()
         self.skip_log = skip_log or SkipLog()
+        #: Positions and recent events for protocol v2's cursors and resume; None keeps none.
+        self.journal = journal
 
     def process(self, records: Sequence[Record]) -> None:
         consumed: dict[str, int] = {}
         skipped: dict[tuple[str, str], int] = {}
         routes = self.routes
+        journal = self.journal
+        allowed = self.dispatcher.context.allowed_actions
         for record in records:
+            if record.start:
+                if journal is not None:
+                    journal.started(record.topic, record.partition, record.offset)
+                continue
             consumed[record.topic] = consumed.get(record.topic, 0) + 1
+            # Every record moves the position, events or not: a cursor says "read up to here".
+            journaled = journal is not None and journal.advance(record.topic, record.partition, record.offset)
             route = routes.get(record.topic) if routes else None
             if route is not None:
                 try:
@@ -225,6 +251,11 @@ class EventIngest:
                 skipped[key] = skipped.get(key, 0) + 1
                 self.skip_log.skipped(record, error.reason)
                 continue
+            if journaled and event.action in allowed:
+                assert journal is not None
+                event.position = journal.add(
+                    record.topic, record.partition, record.offset, event, len(record.value or b"")
+                )
             if not self.dispatcher.dispatch(event):
                 key = (record.topic, "action not allowed")
                 skipped[key] = skipped.get(key, 0) + 1

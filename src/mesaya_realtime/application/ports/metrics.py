@@ -21,6 +21,7 @@ class Metrics(Protocol):
     def slow_consumer_closed(self) -> None: ...
     def ownership(self, outcome: str) -> None: ...
     def broadcast(self, outcome: str) -> None: ...
+    def resume(self, recovered: bool) -> None: ...
 
 
 class NullMetrics:
@@ -63,4 +64,7 @@ class NullMetrics:
         pass
 
     def broadcast(self, outcome: str) -> None:
+        pass
+
+    def resume(self, recovered: bool) -> None:
         pass

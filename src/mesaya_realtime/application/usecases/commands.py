@@ -30,7 +30,7 @@ from mesaya_realtime.application.usecases.sessions import (
     pong_message,
     refusal_message,
 )
-from mesaya_realtime.application.usecases.snapshots import SnapshotService
+from mesaya_realtime.application.usecases.snapshots import Marked, SnapshotService
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.errors import (
     AuthError,
@@ -163,7 +163,7 @@ class CommandService:
         if self.verifier is not None:
             for name in AUTHENTICATE_ACTIONS:
                 table[name] = Command("authenticate", self._run_authenticate)
-        table["ping"] = Command("ping", _later(_pong), _pong, "ping")
+        table["ping"] = Command("ping", _later(self._pong), self._pong, "ping")
         for name in ("subscribe", "unsubscribe"):
             table[name] = Command(name, _later(self._subscription), self._subscription, name)
         return table
@@ -221,6 +221,12 @@ class CommandService:
         return _tagged(refusal_message(session, command.error_label or envelope.action, error), envelope)
 
     # -- the commands ------------------------------------------------------------------------
+    def _pong(self, session: Session, envelope: Envelope) -> Reply:
+        pong = pong_message()
+        if session.v2 and self.snapshots.mark is not None:
+            pong.cursor = self.snapshots.mark(session.entity.name)  # the socket's position now
+        return pong
+
     @staticmethod
     def _now_unknown(session: Session, envelope: Envelope) -> Reply:
         raise UnsupportedAction()
@@ -231,31 +237,41 @@ class CommandService:
 
     def _now_list(self, session: Session, envelope: Envelope) -> Reply | object:
         query = ListQuery.from_payload(envelope.payload)
-        data = self.snapshots.cached_list(session.entity, session.principal, session.section, query)
-        if data is None:
+        found = self.snapshots.cached_list_marked(session.entity, session.principal, session.section, query)
+        if found is None:
             return LATER
         session.list_query = query
-        return list_message(session.entity.name, session.section, query, data)
+        return _watermarked(
+            session, list_message(session.entity.name, session.section, query, found.data), found
+        )
 
     async def _run_list(self, session: Session, envelope: Envelope) -> Reply:
         query = ListQuery.from_payload(envelope.payload)
         session.list_query = query
-        data = await self.snapshots.get_list(session.entity, session.principal, session.section, query)
-        return list_message(session.entity.name, session.section, query, data)
+        found = await self.snapshots.get_list_marked(
+            session.entity, session.principal, session.section, query
+        )
+        return _watermarked(
+            session, list_message(session.entity.name, session.section, query, found.data), found
+        )
 
     def _now_detail(self, session: Session, envelope: Envelope) -> Reply | object:
         detail = DetailQuery.from_payload(envelope.payload)
-        data = self.snapshots.cached_detail(session.entity, session.principal, detail.resource_id)
-        if data is None:
+        found = self.snapshots.cached_detail_marked(session.entity, session.principal, detail.resource_id)
+        if found is None:
             return LATER
         session.remember_detail(detail.resource_id)
-        return detail_message(session.entity, session.section, detail.resource_id, data)
+        return _watermarked(
+            session, detail_message(session.entity, session.section, detail.resource_id, found.data), found
+        )
 
     async def _run_detail(self, session: Session, envelope: Envelope) -> Reply:
         detail = DetailQuery.from_payload(envelope.payload)
-        data = await self.snapshots.get_detail(session.entity, session.principal, detail.resource_id)
+        found = await self.snapshots.get_detail_marked(session.entity, session.principal, detail.resource_id)
         session.remember_detail(detail.resource_id)
-        return detail_message(session.entity, session.section, detail.resource_id, data)
+        return _watermarked(
+            session, detail_message(session.entity, session.section, detail.resource_id, found.data), found
+        )
 
     async def _run_authenticate(self, session: Session, envelope: Envelope) -> Reply:
         """Swap the socket's token for a fresher one of the same user (same entity and
@@ -336,8 +352,11 @@ def _tagged(reply: Message, envelope: Envelope) -> Message:
     return replace(reply, metadata={**(reply.metadata or {}), "requestId": envelope.request_id})
 
 
-def _pong(session: Session, envelope: Envelope) -> Reply:
-    return pong_message()
+def _watermarked(session: Session, reply: Message, found: Marked) -> Message:
+    """A v2 list/detail reply carries its watermark as its cursor."""
+    if session.v2:
+        reply.cursor = found.cursor
+    return reply
 
 
 def _nothing(session: Session, envelope: Envelope) -> Reply:

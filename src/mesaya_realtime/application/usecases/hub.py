@@ -6,7 +6,7 @@ lookup (is the topic subscribed?) and a non-blocking write of the same bytes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 from mesaya_realtime.application.ports.connections import Framer
@@ -99,15 +99,44 @@ class Hub:
                 chosen.update(self._by_user.get((entity, user_id), {}))
         return chosen.values()
 
-    def publish(self, message: Message, recipients: Iterable[Session], *, any_topic: bool = False) -> int:
+    def entitled(
+        self, session: Session, spec: EntitySpec, scope_values: Sequence[str], user_ids: Sequence[str]
+    ) -> bool:
+        """True when :meth:`recipients` of such an event would include ``session`` (the same
+        rule for one socket: a resume replays exactly what live delivery would have sent)."""
+        if session.entity is not spec and session.entity.name != spec.name:
+            return False
+        rule = spec.delivery
+        if rule.visibility is Visibility.PUBLIC or session.is_wildcard:
+            return True
+        private = rule.visibility is Visibility.PRIVATE
+        if session.section in scope_values and (not private or session.principal.audience != "user"):
+            return True
+        return private and session.principal.user_id in user_ids
+
+    def publish(
+        self,
+        message: Message,
+        recipients: Iterable[Session],
+        *,
+        any_topic: bool = False,
+        v2: Callable[[], bytes] | None = None,
+    ) -> int:
         """Send ``message`` to every recipient subscribed to its topic (to every recipient
-        with ``any_topic``); returns the count."""
+        with ``any_topic``); returns the count. ``v2`` gives the frame protocol v2 sockets
+        receive instead (the message with its cursor), built on the first such recipient."""
         topic = message.topic
-        frame = b""
+        frame = frame2 = b""
         sent = 0
         for session in recipients:
             if any_topic or topic in session.topics:
-                if not sent:
+                if v2 is not None and session.v2:
+                    if not frame2:
+                        frame2 = v2()
+                    session.connection.send_frame(frame2)
+                    sent += 1
+                    continue
+                if not frame:
                     # Encoded once, on the first recipient: no recipient, no encoding.
                     frame = self._framer(encode(message))
                 session.connection.send_frame(frame)

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.application.usecases.features import Feature
 from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.resume import ResumeService
 from mesaya_realtime.application.usecases.sessions import V1, Hello, Session, base_topics, connected_message
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.identity import Principal
@@ -27,10 +28,18 @@ log = logging.getLogger(__name__)
 class SocketLifecycle:
     """Opens and closes the sockets of entity sessions."""
 
-    def __init__(self, hub: Hub, features: Sequence[Feature], allowed_actions: Iterable[str]) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        features: Sequence[Feature],
+        allowed_actions: Iterable[str],
+        resumes: ResumeService | None = None,
+    ) -> None:
         self.hub = hub
         self.features = tuple(features)
         self.allowed_actions = tuple(allowed_actions)
+        #: Cursors and resume of protocol v2 sockets (usecases/resume.py).
+        self.resumes = resumes
         #: An entity's starting topics, computed once and shared by all its sockets.
         self._topics: dict[str, tuple[list[str], frozenset[str]]] = {}
 
@@ -68,12 +77,19 @@ class SocketLifecycle:
             owned=owned,
             state=state,
             v2=hello.v2,
+            resumed=bool(hello.since),
         )
         self.hub.add(session)
         try:
             if greeting is None or hello.v2:
                 # Protocol v2 greets every socket kind the same way first.
-                session.send(connected_message(session, topics, hello))
+                connected = connected_message(session, topics, hello)
+                if hello.v2 and self.resumes is not None:
+                    connected.cursor = self.resumes.positions.cursor(spec.name)
+                session.send(connected)
+            if hello.since and self.resumes is not None:
+                # In the same turn as joining the hub: no live event comes between.
+                self.resumes.resume(session, hello.since)
             for message in greeting or ():
                 session.send(message)
             for feature in self.features:

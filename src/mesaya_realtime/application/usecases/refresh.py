@@ -167,15 +167,13 @@ class SnapshotRefresher:
         assert query is not None
         _, request = self.snapshots.list_key(spec, group[0].principal, group[0].section, query)
         try:
-            data = await self.snapshots.cache.get_or_fetch(
-                key, lambda: self.snapshots.fetcher.fetch(request, token)
-            )
+            data, watermark = await self.snapshots.fetch(spec, key, request, token)
         except SnapshotError as error:
             self.metrics.command(spec.name, "refresh", "error")
             log.warning("list refresh failed", extra={"entity": spec.name, "reason": error.reason})
             return
         self.metrics.command(spec.name, "refresh", "ok")
-        frames: dict[str, bytes] = {}
+        frames: dict[tuple[str, bool], bytes] = {}
         list_topic = f"{spec.name}.list"
         for session in group:
             # The socket may have asked for another page while the call was in flight.
@@ -185,10 +183,12 @@ class SnapshotRefresher:
                 or not self.hub.is_connected(session)
             ):
                 continue
-            payload = frames.get(session.section)
+            payload = frames.get((session.section, session.v2))
             if payload is None:
-                payload = encode(list_message(spec.name, session.section, query, data, "refresh"))
-                frames[session.section] = payload
+                message = list_message(spec.name, session.section, query, data, "refresh")
+                if session.v2:
+                    message.cursor = watermark
+                payload = frames[(session.section, session.v2)] = encode(message)
             session.connection.send(payload)
 
     async def _refresh_detail(
@@ -200,9 +200,7 @@ class SnapshotRefresher:
             return
         _, request = self.snapshots.detail_key(spec, group[0].principal, resource_id)
         try:
-            data = await self.snapshots.cache.get_or_fetch(
-                key, lambda: self.snapshots.fetcher.fetch(request, token)
-            )
+            data, watermark = await self.snapshots.fetch(spec, key, request, token)
         except SnapshotNotFound:
             # Deleted: the delete event itself told the sockets; stop refreshing it.
             for session in group:
@@ -213,7 +211,7 @@ class SnapshotRefresher:
             log.warning("detail refresh failed", extra={"entity": spec.name, "reason": error.reason})
             return
         self.metrics.command(spec.name, "refresh", "ok")
-        frames: dict[str, bytes] = {}
+        frames: dict[tuple[str, bool], bytes] = {}
         detail_topic = f"{spec.name}.detail"
         for session in group:
             if (
@@ -222,8 +220,10 @@ class SnapshotRefresher:
                 or not self.hub.is_connected(session)
             ):
                 continue
-            payload = frames.get(session.section)
+            payload = frames.get((session.section, session.v2))
             if payload is None:
-                payload = encode(detail_message(spec, session.section, resource_id, data, "refresh"))
-                frames[session.section] = payload
+                message = detail_message(spec, session.section, resource_id, data, "refresh")
+                if session.v2:
+                    message.cursor = watermark
+                payload = frames[(session.section, session.v2)] = encode(message)
             session.connection.send(payload)

@@ -45,8 +45,10 @@ from mesaya_realtime.application.usecases.sessions import Session
 from mesaya_realtime.domain.catalogue import EntitySpec
 from mesaya_realtime.domain.messages import Message
 from mesaya_realtime.domain.selection import (
+    Adopt,
     Change,
     Checkpoint,
+    Detach,
     Heartbeat,
     Hold,
     Holder,
@@ -100,6 +102,8 @@ class SelectionPolicy:
     node_timeout: float = 10.0
     checkpoint_interval: float = 30.0
     sweep_interval: float = 0.25
+    #: Seconds a protocol v2 socket's holds outlive its drop (``TABLE_SELECTION_RECONNECT_GRACE``).
+    reconnect_grace: float = 10.0
 
 
 def selecting_message(entity: str, hold: Hold, origin: str) -> Message:
@@ -182,6 +186,8 @@ class SelectionService(Feature):
         self._unapplied: dict[str, tuple[str, tuple[str, str]]] = {}
         self._inflight: dict[str, set[tuple[str, str]]] = {}
         self._sessions: dict[str, Session] = {}
+        #: Sockets that dropped with holds in their grace: socket -> until (ms).
+        self._grace: dict[str, int] = {}
         self._buckets: dict[str, _Bucket] = {}
         self._seen: dict[str, float] = {}
         self._through: dict[str, int] = {}
@@ -229,8 +235,10 @@ class SelectionService(Feature):
         if self.ready:
             now = self._now()
             for hold in list(self.state):
-                if hold.holder.node == self.node:
+                if hold.holder.node == self.node and not self._in_grace(hold, now):
                     self._append_quietly(self._release_record(hold, ReleaseReason.DISCONNECTED, now))
+            # Holds in their grace stay: their clients may resume on another node before it
+            # ends; if not, the others release them (node_down) once this node is silent.
         if self._background:
             await asyncio.wait(self._background, timeout=self.policy.request_timeout)
         await self.log.stop()
@@ -246,7 +254,24 @@ class SelectionService(Feature):
         holds = list(self.state) if session.is_wildcard else self.state.in_section(session.section)
         now = self._now()
         live = sorted((hold for hold in holds if hold.expires_at > now), key=lambda h: h.key)
+        if session.v2 and session.resumed and not session.is_wildcard:
+            self._adopt(session, live, now)
         return [selecting_message(self.spec.name, hold, "current") for hold in live]
+
+    def _adopt(self, session: Session, holds: list[Hold], now: int) -> None:
+        """A resumed v2 socket takes over its user's holds in the section that are in their
+        grace (on any node): the log orders the adoption after the drop that allowed it."""
+        user = session.principal.user_id
+        holder = Holder(self.node, str(session.id), user)
+        for hold in holds:
+            if hold.holder.user == user and self._in_grace(hold, now):
+                self._append_quietly(Adopt(hold.section, hold.table, holder, now, self._request_id()))
+
+    def _in_grace(self, hold: Hold, now: int) -> bool:
+        """Detached and still adoptable (as the log says, or as this node knows already)."""
+        if hold.detached_until > now:
+            return True
+        return hold.holder.node == self.node and self._grace.get(hold.holder.session, 0) > now
 
     async def leave(self, session: Session) -> None:
         """The ``on_leave`` hook: release every table the closed socket held or was taking."""
@@ -262,6 +287,13 @@ class SelectionService(Feature):
             return
         holder = Holder(self.node, socket, session.principal.user_id)
         now = self._now()
+        grace = round(self.policy.reconnect_grace * 1000)
+        if session.v2 and not session.ended_cleanly and grace > 0:
+            # Dropped without the client's close frame: keep the holds for a resume.
+            until = self._grace[socket] = now + grace
+            for hold in self.state.of_socket(self.node, socket):
+                self._append_quietly(Detach(hold.section, hold.table, holder, until, now))
+            return
         stored = [
             self._append_quietly(Release(section, table, holder, ReleaseReason.DISCONNECTED, now, self.node))
             for section, table in sorted(keys)
@@ -486,11 +518,13 @@ class SelectionService(Feature):
         # Judge others only while this node reads the log in time: its own records come back.
         # A node whose reading lags (or that is cut off) must not declare everyone else dead.
         current = moment - self._seen.get(self.node, self._ready_at) <= timeout
+        self._grace = {socket: until for socket, until in self._grace.items() if until > now}
         for hold in list(self.state):
             node = hold.holder.node
             if node == self.node:
                 if hold.holder.session not in self._sessions:
-                    self._ask(hold, ReleaseReason.DISCONNECTED, now, moment)
+                    if not self._in_grace(hold, now):
+                        self._ask(hold, ReleaseReason.DISCONNECTED, now, moment)
                 elif hold.expires_at <= now:
                     self._ask(hold, ReleaseReason.EXPIRED, now, moment)
                 continue

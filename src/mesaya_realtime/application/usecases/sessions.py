@@ -92,6 +92,11 @@ class Session:
     state: object = None
     #: True for a protocol v2 socket (subprotocol ``mesaya.v2``); False speaks the Go protocol.
     v2: bool = False
+    #: A v2 socket that came back with ``since`` (it may take over its dropped holds).
+    resumed: bool = False
+    #: False once the socket has ended without the client's close frame (a drop, a reset, a
+    #: close by the gateway): a v2 socket's table holds then wait for it to resume.
+    ended_cleanly: bool = True
 
     @property
     def is_wildcard(self) -> bool:

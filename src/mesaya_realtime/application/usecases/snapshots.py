@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from mesaya_realtime.application.ports.snapshots import SnapshotFetcher
 from mesaya_realtime.application.usecases.sessions import WILDCARD_SECTION
@@ -13,7 +14,15 @@ from mesaya_realtime.domain.identity import Principal
 from mesaya_realtime.domain.queries import ListQuery
 from mesaya_realtime.domain.snapshots import SnapshotRequest, plan_detail, plan_list
 
-__all__ = ["SnapshotService"]
+__all__ = ["Marked", "SnapshotService"]
+
+
+class Marked(NamedTuple):
+    """A snapshot and its watermark: the entity's cursor taken before its REST call began
+    (protocol v2; every change after it is in the events after that cursor)."""
+
+    data: Any
+    cursor: str = ""
 
 
 class SnapshotService:
@@ -24,9 +33,22 @@ class SnapshotService:
     exactly when the upstream would give them the same answer.
     """
 
-    def __init__(self, fetcher: SnapshotFetcher, cache: SnapshotCache) -> None:
+    def __init__(
+        self, fetcher: SnapshotFetcher, cache: SnapshotCache, mark: Callable[[str], str] | None = None
+    ) -> None:
         self.fetcher = fetcher
         self.cache = cache
+        #: The entity's cursor now (application/usecases/resume.py), for watermarks.
+        self.mark = mark
+
+    async def _marked(self, entity: str, request: SnapshotRequest, token: str) -> Marked:
+        cursor = self.mark(entity) if self.mark is not None else ""
+        return Marked(await self.fetcher.fetch(request, token), cursor)
+
+    async def fetch(self, spec: EntitySpec, key: CacheKey, request: SnapshotRequest, token: str) -> Marked:
+        """The snapshot of ``key`` through the cache (one upstream call for concurrent askers)."""
+        value: Marked = await self.cache.get_or_fetch(key, lambda: self._marked(spec.name, request, token))
+        return value
 
     @staticmethod
     def _key(
@@ -61,25 +83,35 @@ class SnapshotService:
         request = plan_detail(spec, principal.audience, resource_id)
         return self._key(spec, principal, "item", request, resource_id), request
 
-    async def get_list(self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery) -> Any:
-        key, request = self.list_key(spec, principal, section, query)
-        return await self.cache.get_or_fetch(key, lambda: self.fetcher.fetch(request, principal.token))
-
-    def cached_list(
+    async def get_list_marked(
         self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery
-    ) -> Any | None:
+    ) -> Marked:
+        key, request = self.list_key(spec, principal, section, query)
+        return await self.fetch(spec, key, request, principal.token)
+
+    async def get_list(self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery) -> Any:
+        return (await self.get_list_marked(spec, principal, section, query)).data
+
+    async def get_detail(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Any:
+        return (await self.get_detail_marked(spec, principal, resource_id)).data
+
+    def cached_list_marked(
+        self, spec: EntitySpec, principal: Principal, section: str, query: ListQuery
+    ) -> Marked | None:
         """The list from the cache without waiting, or None when it must be fetched."""
         key, _ = self.list_key(spec, principal, section, query)
-        return self.cache.lookup(key)
+        found: Marked | None = self.cache.lookup(key)
+        return found
 
-    def cached_detail(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Any | None:
+    def cached_detail_marked(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Marked | None:
         if not resource_id.strip():
             return None
         key, _ = self.detail_key(spec, principal, resource_id)
-        return self.cache.lookup(key)
+        found: Marked | None = self.cache.lookup(key)
+        return found
 
-    async def get_detail(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Any:
+    async def get_detail_marked(self, spec: EntitySpec, principal: Principal, resource_id: str) -> Marked:
         if not resource_id.strip():
             raise SnapshotNotFound()
         key, request = self.detail_key(spec, principal, resource_id)
-        return await self.cache.get_or_fetch(key, lambda: self.fetcher.fetch(request, principal.token))
+        return await self.fetch(spec, key, request, principal.token)

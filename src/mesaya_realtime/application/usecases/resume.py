@@ -1,0 +1,507 @@
+"""Cursors and resume (protocol v2): the node's log position, recent events, replay.
+
+- :class:`Positions` is the node's position in every partition of the event topics: the
+  offset of the next record it has not delivered. It is what a cursor encodes
+  (domain/cursors.py), per entity (the partitions of the entity's topics), encoded once per
+  event and shared by every v2 socket of the entity.
+- :class:`Journal` keeps the events this node delivered, once per node, for ``max_age``
+  seconds and at most ``max_bytes``, indexed per partition by offset. Each entry builds its v2
+  frame (the event's message with the cursor at that event) once, on first need.
+- :class:`ResumeService` serves ``since=<cursor>``: it waits (briefly) until this node has
+  read as far as the cursor, then, in the same event-loop turn as the socket joins the hub,
+  replays every journaled event after the cursor that the socket is entitled to (the hub's
+  own rule, :meth:`Hub.entitled`), in partition order, then ``system.resumed``. Live events
+  follow with no gap and no duplicate, since nothing else runs in between.
+
+docs/WEBSOCKET_ENDPOINTS.md "Cursors and resume" and docs/ARCHITECTURE.md "Resume".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from mesaya_realtime.application.ports.connections import Framer
+from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
+from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.sessions import Session
+from mesaya_realtime.domain.catalogue import Visibility
+from mesaya_realtime.domain.cursors import Cursor, CursorError, decode_cursor, encode_cursor
+from mesaya_realtime.domain.events import DomainEvent
+from mesaya_realtime.domain.messages import Message, encode
+
+__all__ = ["Journal", "JournalEntry", "Positions", "ResumeService", "resumed_message"]
+
+Key = tuple[str, int]
+Vector = tuple[tuple[Key, int], ...]
+
+#: Seconds a cached cursor text may be reused (its issue time is at most this old).
+_REISSUE = 1.0
+
+
+@dataclass(slots=True)
+class _Space:
+    """One entity's partitions: its position vector and cursor text, rebuilt when changed."""
+
+    topics: tuple[str, ...]
+    keys: list[Key] = field(default_factory=list)
+    vector: Vector | None = ()
+    text: str = ""
+    text_at: float = 0.0
+
+
+class Positions:
+    """The node's next offset per partition of the event topics, and the cursors of it."""
+
+    def __init__(self, topic_entities: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._entity_of = dict(topic_entities)
+        self._next: dict[Key, int] = {}
+        self._spaces: dict[str, _Space] = {}
+        for topic, entity in self._entity_of.items():
+            space = self._spaces.setdefault(entity, _Space(()))
+            space.topics = (*space.topics, topic)
+        self._empty = _Space(())
+
+    def topics(self, entity: str) -> tuple[str, ...]:
+        return self._spaces.get(entity, self._empty).topics
+
+    def all_topics(self) -> tuple[str, ...]:
+        return tuple(self._entity_of)
+
+    def keys(self, entity: str) -> list[Key]:
+        return self._spaces.get(entity, self._empty).keys
+
+    def knows(self, topic: str) -> bool:
+        return topic in self._entity_of
+
+    def started(self, topic: str, partition: int, offset: int) -> None:
+        """The event source assigned a partition at ``offset`` (nothing before it is read)."""
+        key = (topic, partition)
+        if key not in self._next and topic in self._entity_of:
+            self._set(key, offset)
+
+    def advance(self, topic: str, partition: int, offset: int) -> bool:
+        """The record at ``offset`` is being delivered; False for a topic of no entity."""
+        key = (topic, partition)
+        current = self._next.get(key)
+        if current is None:
+            if topic not in self._entity_of:
+                return False
+        elif offset < current:
+            return True  # an old record again: the position never goes back
+        self._set(key, offset + 1)
+        return True
+
+    def _set(self, key: Key, offset: int) -> None:
+        known = key in self._next
+        self._next[key] = offset
+        space = self._spaces[self._entity_of[key[0]]]
+        if not known:
+            bisect.insort(space.keys, key)
+        space.vector = None
+        space.text = ""
+
+    def position(self, key: Key) -> int | None:
+        return self._next.get(key)
+
+    def vector(self, entity: str) -> Vector:
+        """The entity's position now (immutable; shared until the next change)."""
+        space = self._spaces.get(entity, self._empty)
+        vector = space.vector
+        if vector is None:
+            following = self._next
+            vector = space.vector = tuple((key, following[key]) for key in space.keys)
+        return vector
+
+    def cursor(self, entity: str) -> str:
+        """The entity's cursor now, encoded once per change (or per second when unchanged)."""
+        space = self._spaces.get(entity, self._empty)
+        now = self._clock()
+        if not space.text or now - space.text_at >= _REISSUE:
+            space.text = encode_cursor(int(now), self.vector(entity))
+            space.text_at = now
+        return space.text
+
+    def reached(self, cursor: Cursor) -> bool:
+        """True when this node has read every partition at least as far as ``cursor``."""
+        following = self._next
+        return all(following.get(key, -1) >= offset for key, offset in cursor.positions.items())
+
+
+class JournalEntry:
+    """One delivered event in the journal; its v2 frame is built once, on first need."""
+
+    __slots__ = ("_frame", "_framer", "at", "event", "key", "offset", "seq", "size", "vector")
+
+    def __init__(
+        self,
+        seq: int,
+        key: Key,
+        offset: int,
+        at: float,
+        event: DomainEvent,
+        vector: Vector,
+        size: int,
+        framer: Framer,
+    ) -> None:
+        self.seq = seq
+        self.key = key
+        self.offset = offset
+        self.at = at
+        self.event = event
+        #: The node's position right after this event (what its cursor encodes).
+        self.vector = vector
+        self.size = size
+        self._framer = framer
+        self._frame = b""
+
+    @property
+    def cursor(self) -> str:
+        return encode_cursor(int(self.at), self.vector)
+
+    def frame(self) -> bytes:
+        """The event's message with its cursor (the node's position at this event), framed;
+        encoded on the first v2 recipient, live or replayed, and shared by all."""
+        if not self._frame:
+            self._frame = self._framer(encode(replace(self.event.message(), cursor=self.cursor)))
+        return self._frame
+
+    def frame_with(self, cursor: str) -> bytes:
+        return self._framer(encode(replace(self.event.message(), cursor=cursor)))
+
+
+#: What an entry costs beyond its record's bytes (objects, the decoded event, the frame).
+_ENTRY_OVERHEAD = 600
+
+
+class _Run:
+    """Entries in delivery order with a sorted key each (offsets of a partition, or seqs of a
+    bucket); the oldest leave from the front (``head``), compacted now and then."""
+
+    __slots__ = ("entries", "head", "keys")
+
+    def __init__(self) -> None:
+        self.entries: list[JournalEntry] = []
+        self.keys: list[int] = []
+        self.head = 0
+
+    def append(self, key: int, entry: JournalEntry) -> None:
+        self.entries.append(entry)
+        self.keys.append(key)
+
+    def drop_first(self) -> int:
+        """Drop the oldest entry; returns its key."""
+        key = self.keys[self.head]
+        self.head += 1
+        if self.head > 64 and self.head * 2 > len(self.entries):
+            del self.entries[: self.head], self.keys[: self.head]
+            self.head = 0
+        return key
+
+    def __bool__(self) -> bool:
+        return self.head < len(self.entries)
+
+    def index(self, key: int) -> int:
+        """The position of the first entry whose key is at least ``key``."""
+        return max(self.head, bisect.bisect_left(self.keys, key, self.head))
+
+
+class _Partition(_Run):
+    """A partition's entries by offset; ``covered``: the offset from which every delivered
+    event of the partition is still journaled."""
+
+    __slots__ = ("covered",)
+
+    def __init__(self, covered: int) -> None:
+        super().__init__()
+        self.covered = covered
+
+    def drop_first(self) -> int:
+        offset = super().drop_first()
+        self.covered = offset + 1
+        return offset
+
+
+#: A bucket: the entries of one entity (``""``), of one scope value (``"s:<value>"``) or of
+#: one user (``"u:<id>"``), so that a resume reads only what its socket may be entitled to.
+Bucket = tuple[str, str]
+
+
+def buckets_of(event: DomainEvent) -> list[Bucket]:
+    entity = event.entity.name
+    found = [(entity, "")]
+    found += [(entity, f"s:{value}") for value in event.scope]
+    found += [(entity, f"u:{user}") for user in event.users]
+    return found
+
+
+class Journal:
+    """The events this node delivered recently, once per node (bounded by age and bytes),
+    indexed per partition by offset and per bucket (:func:`buckets_of`) by delivery order."""
+
+    def __init__(
+        self,
+        positions: Positions,
+        framer: Framer,
+        *,
+        max_age: float = 300.0,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.positions = positions
+        self.max_age = max_age
+        self.max_bytes = max_bytes
+        self._framer = framer
+        self._clock = clock
+        self._order: deque[tuple[JournalEntry, list[Bucket]]] = deque()
+        self._partitions: dict[Key, _Partition] = {}
+        self._buckets: dict[Bucket, _Run] = {}
+        self._seq = 0
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def advance(self, topic: str, partition: int, offset: int) -> bool:
+        return self.positions.advance(topic, partition, offset)
+
+    def started(self, topic: str, partition: int, offset: int) -> None:
+        self.positions.started(topic, partition, offset)
+        key = (topic, partition)
+        if key not in self._partitions and self.positions.knows(topic):
+            self._partitions[key] = _Partition(offset)
+
+    def add(self, topic: str, partition: int, offset: int, event: DomainEvent, size: int) -> JournalEntry:
+        """Journal an event being delivered (after :meth:`Positions.advance` of its record)."""
+        key = (topic, partition)
+        part = self._partitions.get(key)
+        if part is None:
+            part = self._partitions[key] = _Partition(offset)
+        now = self._clock()
+        self._seq = seq = self._seq + 1
+        entry = JournalEntry(
+            seq,
+            key,
+            offset,
+            now,
+            event,
+            self.positions.vector(event.entity.name),
+            3 * size + _ENTRY_OVERHEAD,  # the decoded event is a few times its bytes
+            self._framer,
+        )
+        part.append(offset, entry)
+        buckets = buckets_of(event)
+        for bucket in buckets:
+            run = self._buckets.get(bucket)
+            if run is None:
+                run = self._buckets[bucket] = _Run()
+            run.append(seq, entry)
+        self._order.append((entry, buckets))
+        self.bytes += entry.size
+        self._evict(now)
+        return entry
+
+    def _evict(self, now: float) -> None:
+        order = self._order
+        oldest = now - self.max_age
+        while order and (self.bytes > self.max_bytes or order[0][0].at < oldest):
+            entry, buckets = order.popleft()
+            self.bytes -= entry.size
+            self._partitions[entry.key].drop_first()
+            for bucket in buckets:
+                run = self._buckets[bucket]
+                run.drop_first()
+                if not run:
+                    del self._buckets[bucket]
+
+    def covered(self, key: Key) -> int | None:
+        """The offset from which every delivered event of the partition is journaled."""
+        part = self._partitions.get(key)
+        return part.covered if part is not None else None
+
+    def after(self, starts: Mapping[Key, int], buckets: list[Bucket]) -> Iterator[JournalEntry]:
+        """The entries of ``buckets`` at or after ``starts`` in their partitions, in delivery
+        order, each once. Reads only those buckets from the first such entry on."""
+        first = None
+        for key, offset in starts.items():
+            part = self._partitions.get(key)
+            if part is not None:
+                index = part.index(offset)
+                if index < len(part.entries) and (first is None or part.entries[index].seq < first):
+                    first = part.entries[index].seq
+        if first is None:
+            return iter(())
+        runs = []
+        for bucket in buckets:
+            run = self._buckets.get(bucket)
+            if run is not None:
+                runs.append(_from(run, run.index(first), starts))
+        if len(runs) == 1:
+            return runs[0]
+        return _once(heapq.merge(*runs, key=lambda entry: entry.seq))
+
+
+def _from(run: _Run, index: int, starts: Mapping[Key, int]) -> Iterator[JournalEntry]:
+    entries = run.entries
+    for position in range(index, len(entries)):
+        entry = entries[position]
+        start = starts.get(entry.key)
+        if start is not None and entry.offset >= start:
+            yield entry
+
+
+def _once(entries: Iterator[JournalEntry]) -> Iterator[JournalEntry]:
+    """Drop repeats of an entry found in two buckets (merged in order, repeats are adjacent)."""
+    last = 0
+    for entry in entries:
+        if entry.seq != last:
+            last = entry.seq
+            yield entry
+
+
+def _covers(vector: Vector, wanted: Mapping[Key, int]) -> bool:
+    """True when ``vector`` is at or past ``wanted`` in every partition ``wanted`` names."""
+    seen = 0
+    for key, offset in vector:
+        want = wanted.get(key)
+        if want is not None:
+            if offset < want:
+                return False
+            seen += 1
+    return seen == len(wanted)
+
+
+def resumed_message(session: Session, recovered: bool, replayed: int, cursor: str) -> Message:
+    data: dict[str, object] = {"recovered": recovered}
+    if recovered:
+        data["replayed"] = replayed
+    return Message(
+        topic="system.resumed",
+        entity="system",
+        action="resumed",
+        data=data,
+        metadata={"sectionId": session.section},
+        cursor=cursor,
+    )
+
+
+class ResumeService:
+    """Serves ``since=<cursor>`` of v2 sockets from the journal (see the module docstring)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        hub: Hub,
+        *,
+        max_events: int = 1000,
+        catch_up: float = 2.0,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.journal = journal
+        self.positions = journal.positions
+        self.hub = hub
+        self.max_events = max_events
+        #: Seconds a resume waits for this node to read as far as the cursor.
+        self.catch_up = catch_up
+        self.metrics = metrics or NullMetrics()
+        self._clock = clock
+
+    def _decode(self, entity: str, since: str) -> Cursor | None:
+        """The cursor over the entity's topics (every event topic for ``""``), None when it is
+        not one or is older than the journal keeps."""
+        topics = self.positions.topics(entity) if entity else self.positions.all_topics()
+        try:
+            cursor = decode_cursor(since, topics)
+        except CursorError:
+            return None
+        if self._clock() - cursor.issued > self.journal.max_age:
+            return None
+        return cursor
+
+    async def wait_until_read(self, since: str) -> None:
+        """Return once this node has read as far as the cursor, or after ``catch_up`` s."""
+        cursor = self._decode("", since)
+        if cursor is None or self.positions.reached(cursor):
+            return
+        deadline = time.monotonic() + self.catch_up
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            if self.positions.reached(cursor):
+                return
+
+    def resume(self, session: Session, since: str) -> int:
+        """Replay to a socket that has just joined the hub, then ``system.resumed``; returns the
+        count replayed, or -1 when it could not be (``recovered: false``). Synchronous: no event
+        is delivered between the replay and the socket's first live event."""
+        entity = session.entity.name
+        frames = self._replay(session, since) if self.positions.topics(entity) else None
+        connection = session.connection
+        if frames is None:
+            self.metrics.resume(False)
+            session.send(resumed_message(session, False, 0, self.positions.cursor(entity)))
+            return -1
+        for frame in frames:
+            connection.send_frame(frame)
+        self.metrics.resume(True)
+        session.send(resumed_message(session, True, len(frames), self.positions.cursor(entity)))
+        return len(frames)
+
+    @staticmethod
+    def _buckets(session: Session) -> list[Bucket]:
+        """Where the events the socket may be entitled to are (the hub's rule checks each)."""
+        spec = session.entity
+        visibility = spec.delivery.visibility
+        if visibility is Visibility.PUBLIC or session.is_wildcard:
+            return [(spec.name, "")]
+        found = [(spec.name, f"s:{session.section}")]
+        if visibility is Visibility.PRIVATE:
+            found.append((spec.name, f"u:{session.principal.user_id}"))
+        return found
+
+    def _replay(self, session: Session, since: str) -> list[bytes] | None:
+        entity = session.entity.name
+        cursor = self._decode(entity, since)
+        if cursor is None or not self.positions.reached(cursor):
+            return None
+        starts: dict[Key, int] = {}
+        for key in self.positions.keys(entity):
+            covered = self.journal.covered(key)
+            start = cursor.positions.get(key)
+            if start is None:
+                # The issuing node had not read this partition yet: the client has seen none
+                # of it, so it starts where this node's journal of it starts.
+                start = covered
+            if start is None:
+                continue
+            if covered is None or start < covered:
+                return None  # part of the gap is no longer journaled
+            starts[key] = start
+        frames: list[bytes] = []
+        wanted = cursor.positions
+        entitled = self.hub.entitled
+        topics = session.topics
+        for entry in self.journal.after(starts, self._buckets(session)):
+            event = entry.event
+            if event.topic not in topics or not entitled(session, event.entity, event.scope, event.users):
+                continue
+            if len(frames) >= self.max_events:
+                return None
+            vector = entry.vector
+            if _covers(vector, wanted):
+                frames.append(entry.frame())
+            else:
+                # This node was behind the cursor's node on another partition at this event:
+                # the client's position there is the cursor's, never less.
+                merged = dict(vector)
+                for key, offset in wanted.items():
+                    if merged.get(key, -1) < offset:
+                        merged[key] = offset
+                frames.append(entry.frame_with(encode_cursor(int(entry.at), sorted(merged.items()))))
+        return frames
