@@ -43,6 +43,7 @@ from mesaya_realtime.infrastructure.event_loop import loop_name
 from mesaya_realtime.infrastructure.gc_policy import GcFreezer
 from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
 from mesaya_realtime.infrastructure.kafka_consumer import KafkaEventSource, KafkaSourceConfig
+from mesaya_realtime.infrastructure.kafka_range_reader import KafkaRangeReader
 from mesaya_realtime.infrastructure.metrics import PrometheusMetrics
 from mesaya_realtime.infrastructure.ownership_client import RestOwnershipSource
 from mesaya_realtime.infrastructure.push_channel import InProcessPushChannel, KafkaPushChannel
@@ -370,6 +371,9 @@ def build_gateway(
     # The gateway's own topic of pushes is read by the same consumer as the platform's.
     routes = {settings.broadcast_topic: lambda record: broadcasts.deliver(record.value)}
     ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes, journal=journal)
+    resumes.decode = ingest.decode
+    if settings.kafka_enabled:
+        resumes.reader = KafkaRangeReader(settings.broker_list)
 
     if source_factory is None and settings.kafka_enabled:
         topics = (*dict.fromkeys(mapping), settings.broadcast_topic)

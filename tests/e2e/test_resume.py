@@ -330,3 +330,47 @@ async def test_holds_survive_a_drop_and_a_resume_on_the_other_node_and_end_after
     assert asyncio.get_running_loop().time() - closed < 2.0
     for client in (observer, back, bob):
         await client.close()
+
+
+async def test_a_node_started_after_the_gap_reads_it_from_kafka_once_for_every_resume(
+    kafka_brokers: str,
+    upstream: RecordingUpstream,
+    start_gateway: Callable[..., GatewayProcess],
+    http: aiohttp.ClientSession,
+) -> None:
+    a = start_gateway(v2_node(upstream, kafka_brokers), ready=True)
+    p = unique("late")
+    section = f"{p}-s"
+    tokens = [make_token(f"{p}-u{n}") for n in range(3)]
+    clients = [await V2Client.connect(http, f"{a.ws_url}/ws/tables/{section}/{token}", p) for token in tokens]
+    cursors = []
+    for client in clients:
+        assert (await client.next())["topic"] == "system.connected"
+        cursors.append(client.cursor)
+        client.reset()
+    producer = EventProducer(kafka_brokers)
+    for n in range(30):
+        payload, _ = ks.table_event("updated", f"{p}-t{n}", section, number=n)
+        producer.send(TABLES, payload, partition=n % 3)
+    producer.flush()
+    # Node B starts now: it reads from the end of each partition, after the whole gap.
+    b = start_gateway(v2_node(upstream, kafka_brokers), ready=True)
+    back = await asyncio.gather(
+        *(
+            V2Client.connect(http, f"{b.ws_url}/ws/tables/{section}/{token}?since={cursor}", p)
+            for token, cursor in zip(tokens, cursors, strict=True)
+        )
+    )
+    for client in back:
+        assert (await client.next())["topic"] == "system.connected"
+        replayed = []
+        while (message := await client.next())["topic"] != "system.resumed":
+            replayed.append(number_of(message))
+        assert message["data"] == {"recovered": True, "replayed": 30}
+        assert sorted(replayed) == list(range(30))
+        for partition in range(3):
+            mine = [n for n in replayed if n % 3 == partition]
+            assert mine == sorted(mine)
+        await client.close()
+    metrics = ks.scrape(b.url)
+    assert metrics.total("mesaya_resume_log_reads_total", outcome="read") == 1  # one read, shared

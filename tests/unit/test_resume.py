@@ -8,6 +8,7 @@ then refuses gaps it no longer holds, and a replayed event's cursor never goes b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
@@ -271,3 +272,76 @@ def test_a_replayed_cursor_never_goes_behind_the_client_on_another_partition() -
     positions = decode_cursor(replay[0]["cursor"], [TABLES]).positions
     assert positions[(TABLES, 1)] == 2
     assert positions[(TABLES, 0)] == 1
+
+
+# -- gaps older than the journal: read again from the log, once for every resume needing them -------
+
+
+class FakeLog:
+    """The log's records by partition; counts the reads (a test double of the Kafka reader)."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+        self.reads = 0
+
+    async def read(self, ranges: dict[tuple[str, int], tuple[int, int]]) -> list[Record]:
+        self.reads += 1
+        await asyncio.sleep(0.01)
+        return [
+            r
+            for r in self.records
+            if (r.topic, r.partition) in ranges
+            and ranges[(r.topic, r.partition)][0] <= r.offset < ranges[(r.topic, r.partition)][1]
+        ]
+
+
+def late_world() -> tuple[World, FakeLog, str]:
+    """A node that started at offset 10 of each partition, after a client's cursor at 0."""
+    world = World()
+    log = FakeLog()
+    cursor = encode_cursor(int(world.clock.now), [((TABLES, p), 0) for p in range(3)])
+    late = World()
+    late.clock.now = world.clock.now
+    for n in range(30):
+        payload, _ = ks.table_event("updated", f"t{n}", "s1" if n % 2 else "s2", number=n)
+        log.records.append(Record(TABLES, n % 3, n // 3, orjson.dumps(payload)))
+    late.positions = Positions(MAPPING, clock=late.clock)
+    late.journal = Journal(late.positions, lambda payload: payload, clock=late.clock)
+    late.resumes = ResumeService(
+        late.journal, late.hub, max_events=50, clock=late.clock, reader=log, decode=late.ingest.decode
+    )
+    late.ingest.journal = late.journal
+    for partition in range(3):
+        late.ingest.process([Record(TABLES, partition, 10, None, start=True)])
+    late.offsets = dict.fromkeys(range(3), 10)
+    late.table(30, "s1", 0)  # one live event after the node started
+    return late, log, cursor
+
+
+async def test_a_gap_from_before_the_node_started_is_read_from_the_log_once_for_every_resume() -> None:
+    world, log, cursor = late_world()
+    await asyncio.gather(*(world.resumes.prepare(cursor) for _ in range(20)))
+    assert log.reads == 1
+    replay = world.resume(world.session("s1"), cursor)
+    assert replay[-1]["data"] == {"recovered": True, "replayed": 16}
+    numbers = [int(m["resourceId"][1:]) for m in replay[:-1]]
+    assert sorted(numbers) == [*range(1, 30, 2), 30]
+    for partition in range(3):
+        mine = [n for n in numbers if n % 3 == partition]
+        assert mine == sorted(mine)
+    # Every replayed cursor is a place to resume from again: after it, the rest and nothing more.
+    again = world.resume(world.session("s1"), replay[4]["cursor"])
+    assert [int(m["resourceId"][1:]) for m in again[:-1]] == numbers[5:]
+
+
+async def test_a_gap_the_log_cannot_give_is_not_recovered() -> None:
+    world, log, cursor = late_world()
+
+    async def unavailable(ranges: object) -> list[Record]:
+        from mesaya_realtime.application.ports.log_reader import LogRangeUnavailable
+
+        raise LogRangeUnavailable("retention")
+
+    log.read = unavailable  # type: ignore[method-assign]
+    await world.resumes.prepare(cursor)
+    assert world.resume(world.session("s1"), cursor)[-1]["data"] == {"recovered": False}

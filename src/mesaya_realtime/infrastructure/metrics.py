@@ -59,6 +59,12 @@ class PrometheusMetrics:
         self.resumes = Counter(
             "mesaya_resumes", "Protocol v2 resumes (since=<cursor>) by outcome", ["recovered"], registry=r
         )
+        self.resume_backfills = Counter(
+            "mesaya_resume_log_reads",
+            "Resume gaps read again from Kafka (one read shared by the resumes that need it)",
+            ["outcome"],
+            registry=r,
+        )
         self.broadcasts = Counter(
             "mesaya_broadcasts",
             "POST /broadcast pushes (accepted, refused, resolved, unresolved: ADMIN only)",
@@ -123,6 +129,9 @@ class PrometheusMetrics:
 
     def broadcast(self, outcome: str) -> None:
         self._child(self.broadcasts, outcome).inc()
+
+    def resume_backfill(self, outcome: str) -> None:
+        self._child(self.resume_backfills, outcome).inc()
 
     def resume(self, recovered: bool) -> None:
         self._child(self.resumes, "true" if recovered else "false").inc()

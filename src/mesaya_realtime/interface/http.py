@@ -219,7 +219,7 @@ async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.Strea
             resumes = services.sockets.resumes
             if hello.since and resumes is not None:
                 # This node may be a little behind the one that issued the cursor.
-                await resumes.wait_until_read(hello.since)
+                await resumes.prepare(hello.since)
         except Refused as rejected:
             _refusal_seen(request, services, rejected.status, rejected.message)
             await _close(ws, rejected.close_code, rejected.message)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from mesaya_realtime.application.ports.log_reader import RawRecord
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.usecases.hub import Hub
 from mesaya_realtime.application.usecases.snapshot_cache import SnapshotCache
@@ -217,6 +218,17 @@ class EventIngest:
         self.skip_log = skip_log or SkipLog()
         #: Positions and recent events for protocol v2's cursors and resume; None keeps none.
         self.journal = journal
+
+    def decode(self, record: RawRecord) -> DomainEvent | None:
+        """The event a record is, as :meth:`process` would deliver it; None for anything else
+        (a resume reading its gap again from the log; nothing is counted or logged)."""
+        if record.topic in self.routes:
+            return None
+        try:
+            event = decode_event(record.topic, record.value, self.catalogue, self.topic_entities)
+        except EventDecodeError:
+            return None
+        return event if event.action in self.dispatcher.context.allowed_actions else None
 
     def process(self, records: Sequence[Record]) -> None:
         consumed: dict[str, int] = {}

@@ -22,6 +22,7 @@ class Metrics(Protocol):
     def ownership(self, outcome: str) -> None: ...
     def broadcast(self, outcome: str) -> None: ...
     def resume(self, recovered: bool) -> None: ...
+    def resume_backfill(self, outcome: str) -> None: ...
 
 
 class NullMetrics:
@@ -67,4 +68,7 @@ class NullMetrics:
         pass
 
     def resume(self, recovered: bool) -> None:
+        pass
+
+    def resume_backfill(self, outcome: str) -> None:
         pass

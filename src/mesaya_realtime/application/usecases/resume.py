@@ -21,14 +21,17 @@ from __future__ import annotations
 import asyncio
 import bisect
 import heapq
+import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from mesaya_realtime.application.ports.connections import Framer
+from mesaya_realtime.application.ports.log_reader import LogRangeReader, LogRangeUnavailable, RawRecord
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
 from mesaya_realtime.application.usecases.hub import Hub
+from mesaya_realtime.application.usecases.log_limits import RateLimitedLog
 from mesaya_realtime.application.usecases.sessions import Session
 from mesaya_realtime.domain.catalogue import Visibility
 from mesaya_realtime.domain.cursors import Cursor, CursorError, decode_cursor, encode_cursor
@@ -39,6 +42,11 @@ __all__ = ["Journal", "JournalEntry", "Positions", "ResumeService", "resumed_mes
 
 Key = tuple[str, int]
 Vector = tuple[tuple[Key, int], ...]
+#: A record read again from the log, as the ingest decodes it (None: not a delivered event).
+Decode = Callable[[RawRecord], DomainEvent | None]
+
+log = logging.getLogger(__name__)
+_BACKFILLS = RateLimitedLog(log)
 
 #: Seconds a cached cursor text may be reused (its issue time is at most this old).
 _REISSUE = 1.0
@@ -211,6 +219,12 @@ class _Run:
         """The position of the first entry whose key is at least ``key``."""
         return max(self.head, bisect.bisect_left(self.keys, key, self.head))
 
+    def prepend_items(self, items: list[tuple[int, JournalEntry]]) -> None:
+        """Entries older than every entry here (a backfill), in key order."""
+        head = self.head
+        self.entries[head:head] = [entry for _, entry in items]
+        self.keys[head:head] = [key for key, _ in items]
+
 
 class _Partition(_Run):
     """A partition's entries by offset; ``covered``: the offset from which every delivered
@@ -226,6 +240,11 @@ class _Partition(_Run):
         offset = super().drop_first()
         self.covered = offset + 1
         return offset
+
+    def prepend(self, first: int, items: list[tuple[int, JournalEntry]]) -> None:
+        """A backfill: the events from ``first`` up to ``covered``; now covered from ``first``."""
+        self.prepend_items(items)
+        self.covered = first
 
 
 #: A bucket: the entries of one entity (``""``), of one scope value (``"s:<value>"``) or of
@@ -320,6 +339,51 @@ class Journal:
                 if not run:
                     del self._buckets[bucket]
 
+    def backfill(
+        self, ranges: Mapping[Key, tuple[int, int]], records: Sequence[RawRecord], decode: Decode
+    ) -> int:
+        """Put in front the events of records read again from the log (a resume's gap older
+        than the journal): each range ``[first, end)`` must end where its partition's journal
+        begins (else it is left out: the journal moved meanwhile). Returns the entries added."""
+        usable = {key: span for key, span in ranges.items() if self.covered(key) == span[1]}
+        progress = {key: first for key, (first, _) in usable.items()}
+        oldest = self._order[0][0].at if self._order else self._clock()
+        fresh: list[tuple[JournalEntry, list[Bucket]]] = []
+        for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+            key = (record.topic, record.partition)
+            span = usable.get(key)
+            if span is None or not span[0] <= record.offset < span[1]:
+                continue
+            progress[key] = record.offset + 1
+            event = decode(record)
+            if event is None:
+                continue
+            entity = event.entity.name
+            vector = tuple(
+                (other, progress.get(other, self.covered(other) or 0))
+                for other in self.positions.keys(entity)
+            )
+            size = 3 * len(record.value or b"") + _ENTRY_OVERHEAD
+            entry = JournalEntry(0, key, record.offset, oldest, event, vector, size, self._framer)
+            fresh.append((entry, buckets_of(event)))
+        low = self._order[0][0].seq if self._order else self._seq + 1
+        for index, (entry, _) in enumerate(fresh):
+            entry.seq = low - len(fresh) + index
+        for key, (first, _) in usable.items():
+            self._partitions[key].prepend(first, [(e.offset, e) for e, _ in fresh if e.key == key])
+        by_bucket: dict[Bucket, list[tuple[int, JournalEntry]]] = {}
+        for entry, buckets in fresh:
+            for bucket in buckets:
+                by_bucket.setdefault(bucket, []).append((entry.seq, entry))
+        for bucket, items in by_bucket.items():
+            run = self._buckets.get(bucket)
+            if run is None:
+                run = self._buckets[bucket] = _Run()
+            run.prepend_items(items)
+        self._order.extendleft(reversed(fresh))
+        self.bytes += sum(entry.size for entry, _ in fresh)
+        return len(fresh)
+
     def covered(self, key: Key) -> int | None:
         """The offset from which every delivered event of the partition is journaled."""
         part = self._partitions.get(key)
@@ -403,7 +467,18 @@ class ResumeService:
         catch_up: float = 2.0,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        reader: LogRangeReader | None = None,
+        decode: Decode | None = None,
+        max_backfill: int = 100_000,
     ) -> None:
+        #: Reads a gap older than the journal from the log (one read shared by every resume
+        #: that needs it), and turns its records into events as the ingest does.
+        self.reader = reader
+        self.decode = decode
+        #: The most records one backfill reads (a larger gap: ``recovered: false``).
+        self.max_backfill = max_backfill
+        self._wanted: dict[Key, int] = {}
+        self._fill: asyncio.Future[None] | None = None
         self.journal = journal
         self.positions = journal.positions
         self.hub = hub
@@ -425,16 +500,62 @@ class ResumeService:
             return None
         return cursor
 
-    async def wait_until_read(self, since: str) -> None:
-        """Return once this node has read as far as the cursor, or after ``catch_up`` s."""
+    async def prepare(self, since: str) -> None:
+        """Before a resume opens: wait (at most ``catch_up`` s) until this node has read as far
+        as the cursor, then have the journal hold the gap, reading from the log what it lacks
+        (shared: every resume waiting meanwhile joins the read in progress or the next one)."""
         cursor = self._decode("", since)
-        if cursor is None or self.positions.reached(cursor):
+        if cursor is None:
             return
-        deadline = time.monotonic() + self.catch_up
-        while time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-            if self.positions.reached(cursor):
+        if not self.positions.reached(cursor):
+            deadline = time.monotonic() + self.catch_up
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+                if self.positions.reached(cursor):
+                    break
+        if self.reader is None or self.decode is None:
+            return
+        for _ in range(3):
+            missing = self._missing(cursor)
+            if not missing:
                 return
+            for key, first in missing.items():
+                self._wanted[key] = min(first, self._wanted.get(key, first))
+            if self._fill is None or self._fill.done():
+                self._fill = asyncio.ensure_future(self._backfill())
+            try:
+                await asyncio.shield(self._fill)
+            except Exception:
+                return
+
+    def _missing(self, cursor: Cursor) -> dict[Key, int]:
+        missing = {}
+        for key, first in cursor.positions.items():
+            covered = self.journal.covered(key)
+            if covered is not None and first < covered:
+                missing[key] = first
+        return missing
+
+    async def _backfill(self) -> None:
+        wanted, self._wanted = self._wanted, {}
+        ranges: dict[Key, tuple[int, int]] = {}
+        for key, first in wanted.items():
+            covered = self.journal.covered(key)
+            if covered is not None and first < covered:
+                ranges[key] = (first, covered)
+        if not ranges or sum(end - first for first, end in ranges.values()) > self.max_backfill:
+            return
+        assert self.reader is not None
+        assert self.decode is not None
+        try:
+            records = await self.reader.read(ranges)
+        except LogRangeUnavailable as error:
+            _BACKFILLS.warning("resume gap not readable", kind="unreadable", reason=str(error))
+            self.metrics.resume_backfill("unavailable")
+            return
+        added = self.journal.backfill(ranges, records, self.decode)
+        self.metrics.resume_backfill("read")
+        _BACKFILLS.info("resume gap read from the log", kind="read", records=len(records), events=added)
 
     def resume(self, session: Session, since: str) -> int:
         """Replay to a socket that has just joined the hub, then ``system.resumed``; returns the
