@@ -373,7 +373,7 @@ def build_gateway(
     ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes, journal=journal)
     resumes.decode = ingest.decode
     if settings.kafka_enabled:
-        resumes.reader = KafkaRangeReader(settings.broker_list)
+        resumes.reader = KafkaRangeReader(settings.broker_list, max_age=settings.resume_max_age)
 
     if source_factory is None and settings.kafka_enabled:
         topics = (*dict.fromkeys(mapping), settings.broadcast_topic)

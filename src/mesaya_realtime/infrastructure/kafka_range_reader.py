@@ -25,9 +25,12 @@ __all__ = ["KafkaRangeReader"]
 class KafkaRangeReader:
     """:class:`~mesaya_realtime.application.ports.log_reader.LogRangeReader` over Kafka."""
 
-    def __init__(self, brokers: str, timeout: float = 10.0) -> None:
+    def __init__(self, brokers: str, timeout: float = 10.0, max_age: float = 300.0) -> None:
         self.brokers = brokers
         self.timeout = timeout
+        #: Nothing older than this (by the records' Kafka timestamps) is read: a cursor's own
+        #: issue time is the client's word, the log's timestamps are not.
+        self.max_age = max_age
         #: Ranges read so far (for tests and the benchmark).
         self.reads = 0
 
@@ -49,12 +52,17 @@ class KafkaRangeReader:
             }
         )
         try:
-            for (topic, partition), (first, _) in ranges.items():
-                low, _ = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=self.timeout
-                )
-                if low > first:
-                    raise LogRangeUnavailable(f"{topic}/{partition} starts at {low} now, after {first}")
+            since_ms = int((time.time() - self.max_age) * 1000)
+            floors = consumer.offsets_for_times(
+                [TopicPartition(topic, partition, since_ms) for topic, partition in ranges],
+                timeout=self.timeout,
+            )
+            for tp in floors:
+                first, end = ranges[(tp.topic, tp.partition)]
+                # The first record at most max_age old (-1: every record is older, or none).
+                floor = tp.offset if tp.offset >= 0 else end
+                if floor > first:
+                    raise LogRangeUnavailable(f"{tp.topic}/{tp.partition}: before {floor} too old or gone")
             consumer.assign(
                 [TopicPartition(topic, partition, first) for (topic, partition), (first, _) in ranges.items()]
             )
@@ -68,14 +76,14 @@ class KafkaRangeReader:
                     if message.error() is not None:
                         continue
                     key = (message.topic() or "", message.partition() or 0)
-                    end = remaining.get(key)
+                    stop = remaining.get(key)
                     offset = message.offset() or 0
-                    if end is None or offset >= end:
-                        if end is not None:
+                    if stop is None or offset >= stop:
+                        if stop is not None:
                             del remaining[key]
                         continue
                     found.append(Record(key[0], key[1], offset, message.value()))
-                    if offset + 1 >= end:
+                    if offset + 1 >= stop:
                         del remaining[key]
             return found
         except KafkaException as error:

@@ -47,6 +47,8 @@ Decode = Callable[[RawRecord], DomainEvent | None]
 
 log = logging.getLogger(__name__)
 _BACKFILLS = RateLimitedLog(log)
+#: Records of a gap decoded in one event-loop turn.
+_DECODE_SLICE = 500
 
 #: Seconds a cached cursor text may be reused (its issue time is at most this old).
 _REISSUE = 1.0
@@ -340,22 +342,26 @@ class Journal:
                     del self._buckets[bucket]
 
     def backfill(
-        self, ranges: Mapping[Key, tuple[int, int]], records: Sequence[RawRecord], decode: Decode
+        self,
+        ranges: Mapping[Key, tuple[int, int]],
+        decoded: Sequence[tuple[RawRecord, DomainEvent | None]],
     ) -> int:
         """Put in front the events of records read again from the log (a resume's gap older
-        than the journal): each range ``[first, end)`` must end where its partition's journal
-        begins (else it is left out: the journal moved meanwhile). Returns the entries added."""
+        than the journal), each with its event (None: not one): each range ``[first, end)``
+        must end where its partition's journal begins (else it is left out: the journal moved
+        meanwhile). Returns the entries added."""
         usable = {key: span for key, span in ranges.items() if self.covered(key) == span[1]}
         progress = {key: first for key, (first, _) in usable.items()}
         oldest = self._order[0][0].at if self._order else self._clock()
         fresh: list[tuple[JournalEntry, list[Bucket]]] = []
-        for record in sorted(records, key=lambda r: (r.topic, r.partition, r.offset)):
+        for record, event in sorted(
+            decoded, key=lambda pair: (pair[0].topic, pair[0].partition, pair[0].offset)
+        ):
             key = (record.topic, record.partition)
             span = usable.get(key)
             if span is None or not span[0] <= record.offset < span[1]:
                 continue
             progress[key] = record.offset + 1
-            event = decode(record)
             if event is None:
                 continue
             entity = event.entity.name
@@ -553,7 +559,12 @@ class ResumeService:
             _BACKFILLS.warning("resume gap not readable", kind="unreadable", reason=str(error))
             self.metrics.resume_backfill("unavailable")
             return
-        added = self.journal.backfill(ranges, records, self.decode)
+        decoded: list[tuple[RawRecord, DomainEvent | None]] = []
+        for start in range(0, len(records), _DECODE_SLICE):
+            # Decoded a slice per loop turn: a large gap must not stall the other sockets.
+            decoded += [(record, self.decode(record)) for record in records[start : start + _DECODE_SLICE]]
+            await asyncio.sleep(0)
+        added = self.journal.backfill(ranges, decoded)
         self.metrics.resume_backfill("read")
         _BACKFILLS.info("resume gap read from the log", kind="read", records=len(records), events=added)
 
