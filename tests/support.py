@@ -296,3 +296,28 @@ async def refusal(http: Any, gateway: GatewayProcess, path: str, **headers: str)
     }
     async with http.get(f"{gateway.url}{path}", headers=upgrade) as response:
         return int(response.status), orjson.loads(await response.read())
+
+
+class FakeConnection:
+    """An in-memory socket for unit tests of the logic around the ``Connection`` port."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def send(self, payload: bytes) -> None:
+        self.frames.append(payload)
+
+    def send_frame(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [orjson.loads(frame) for frame in self.frames]
+
+    def take(self) -> list[dict[str, Any]]:
+        """The messages so far, forgotten."""
+        messages = self.messages()
+        self.frames.clear()
+        return messages

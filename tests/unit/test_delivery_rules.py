@@ -23,25 +23,9 @@ from mesaya_realtime.config import DEFAULT_ALLOWED_ACTIONS
 from mesaya_realtime.domain.catalogue import CATALOGUE, ENTITIES, Visibility
 from mesaya_realtime.domain.identity import Principal
 from tests import kafka_support as ks
+from tests.support import FakeConnection
 
 ALLOWED = tuple(DEFAULT_ALLOWED_ACTIONS.split(","))
-
-
-class FakeConnection:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def messages(self) -> list[dict[str, Any]]:
-        return [orjson.loads(frame) for frame in self.frames]
 
 
 class World:

@@ -27,28 +27,12 @@ from mesaya_realtime.domain.catalogue import CATALOGUE
 from mesaya_realtime.domain.cursors import CursorError, decode_cursor, encode_cursor
 from mesaya_realtime.domain.identity import Principal
 from tests import kafka_support as ks
+from tests.support import FakeConnection
 
 TABLES = "mesa-ya.tables.events"
 RESERVATIONS = "mesa-ya.reservations.events"
 ALLOWED = tuple(DEFAULT_ALLOWED_ACTIONS.split(","))
 MAPPING = {TABLES: "tables", RESERVATIONS: "reservations"}
-
-
-class FakeConnection:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def messages(self) -> list[dict[str, Any]]:
-        return [orjson.loads(frame) for frame in self.frames]
 
 
 class Clock:

@@ -7,7 +7,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 import pytest
 
 from mesaya_realtime.application.ports.selection import SelectionLogUnavailable, SelectionSink
@@ -28,28 +27,10 @@ from mesaya_realtime.domain.selection import (
     SelectionRefused,
     StreamReplay,
 )
+from tests.support import FakeConnection
 
 TABLES = CATALOGUE.by_name["tables"]
 TOPICS = base_topics("tables", ("created", *TABLES.socket_actions))
-
-
-class FakeConnection:
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-
-    def send(self, payload: bytes) -> None:
-        self.frames.append(payload)
-
-    def send_frame(self, frame: bytes) -> None:
-        self.frames.append(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def take(self) -> list[dict[str, Any]]:
-        messages = [orjson.loads(frame) for frame in self.frames]
-        self.frames.clear()
-        return messages
 
 
 @dataclass
