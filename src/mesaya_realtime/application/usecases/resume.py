@@ -147,7 +147,7 @@ class Positions:
 class JournalEntry:
     """One delivered event in the journal; its v2 frame is built once, on first need."""
 
-    __slots__ = ("_frame", "_framer", "at", "event", "key", "offset", "seq", "size", "vector")
+    __slots__ = ("_frame", "_framer", "at", "event", "key", "offset", "seq", "size", "topic", "vector")
 
     def __init__(
         self,
@@ -165,6 +165,7 @@ class JournalEntry:
         self.offset = offset
         self.at = at
         self.event = event
+        self.topic = event.topic
         #: The node's position right after this event (what its cursor encodes).
         self.vector = vector
         self.size = size
@@ -619,14 +620,18 @@ class ResumeService:
         wanted = cursor.positions
         entitled = self.hub.entitled
         topics = session.topics
+        # Positions only grow along the journal: once an entry's position is at or past the
+        # cursor everywhere, so is every later one's.
+        covering = False
         for entry in self.journal.after(starts, self._buckets(session)):
             event = entry.event
-            if event.topic not in topics or not entitled(session, event.entity, event.scope, event.users):
+            if entry.topic not in topics or not entitled(session, event.entity, event.scope, event.users):
                 continue
             if len(frames) >= self.max_events:
                 return None
             vector = entry.vector
-            if _covers(vector, wanted):
+            if covering or _covers(vector, wanted):
+                covering = True
                 frames.append(entry.frame())
             else:
                 # This node was behind the cursor's node on another partition at this event:
