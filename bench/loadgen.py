@@ -305,10 +305,11 @@ class Client(asyncio.Protocol):
             self.command()
 
 
-def _request(host: str, port: int, path: str) -> bytes:
+def _request(host: str, port: int, path: str, protocol: str = "") -> bytes:
+    offer = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
     return (
         f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {_KEY}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     ).encode()
 
 
@@ -328,6 +329,7 @@ class Agent:
         timeout: float = 20.0,
         keep: bool = True,
         centrifugo: str = "",
+        protocol: str = "",
     ) -> dict[str, Any]:
         """Open one client per path (``concurrency`` at a time); wait for its first frame.
 
@@ -352,7 +354,8 @@ class Agent:
                     request = _request(host, port, "/connection/websocket")
                     client = Client(gen, request, loop, centrifugo_hello(path, centrifugo))
                 else:
-                    client = Client(gen, _request(host, port, path), loop)
+                    # ``protocol``: the subprotocol asked for (``mesaya.v2``: the gateway's v2)
+                    client = Client(gen, _request(host, port, path, protocol), loop)
                 try:
                     await loop.create_connection(lambda c=client: c, host, port)  # type: ignore[misc]
                     await asyncio.wait_for(asyncio.shield(client.opened), timeout)

@@ -19,7 +19,7 @@ BEGIN = "<!-- bench:results:begin -->"
 END = "<!-- bench:results:end -->"
 TARGET_SOCKETS = 5000
 #: How the tables name the servers (``gateway-w2``: ``serve --workers 2``).
-LABELS = {"gateway-w2": "gateway --workers 2"}
+LABELS = {"gateway-w2": "gateway --workers 2", "gateway-v2": "gateway, protocol v2"}
 SHARED_CORES_NOTE = (
     "`gateway --workers 2` runs two worker processes on both cores, which the load generators, the "
     "producer, the orchestrator and the broker share with it: its server CPU is that of the supervisor "
@@ -148,6 +148,22 @@ def centrifugo_targets(results: dict[str, Any]) -> list[tuple[str, str, str, str
                 True,
                 f"{_n(ours.get('us_per_delivery'), 2)} vs {_n(theirs.get('us_per_delivery'), 2)} µs"
                 if ours and theirs
+                else "",
+            )
+        )
+    for scenario, name in (("paced", "one event at a time"), ("burst", "bursts")):
+        v2 = _fanout_at(results, "gateway-v2", scenario)
+        v1 = _fanout_at(results, "gateway", scenario)
+        rows.append(
+            _ratio_verdict(
+                f"Protocol v2 fan-out CPU per delivery ≤ 1.1× v1's, {name} "
+                f"({(v2 or v1 or {}).get('sockets', TARGET_SOCKETS):,} sockets)",
+                v2.get("us_per_delivery") if v2 else None,
+                v1.get("us_per_delivery") if v1 else None,
+                1.1,
+                True,
+                f"{_n(v2.get('us_per_delivery'), 2)} vs {_n(v1.get('us_per_delivery'), 2)} µs"
+                if v2 and v1
                 else "",
             )
         )
@@ -577,12 +593,13 @@ def plots(results: dict[str, Any]) -> list[str]:
     fanout = results.get("fanout", [])
     servers = [
         s
-        for s in ("gateway", "gateway-w2", "floor", "fastapi", "centrifugo")
+        for s in ("gateway", "gateway-v2", "gateway-w2", "floor", "fastapi", "centrifugo")
         if any(r["server"] == s for r in fanout)
     ]
     colors = {
         "gateway": "#1f77b4",
         "gateway-w2": "#17becf",
+        "gateway-v2": "#9467bd",
         "floor": "#7f7f7f",
         "fastapi": "#d62728",
         "centrifugo": "#2ca02c",

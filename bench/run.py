@@ -85,7 +85,7 @@ class Plan:
     command_rate: float = 20000.0
     ingest_seconds: float = 3.0
     kafka_ingest_events: int = 300_000
-    servers: tuple[str, ...] = ("gateway", "gateway-w2", "floor", "fastapi", "centrifugo")
+    servers: tuple[str, ...] = ("gateway", "gateway-v2", "gateway-w2", "floor", "fastapi", "centrifugo")
     #: 0: every socket its own token; N: the sockets share N tokens (64 before the Centrifugo
     #: baseline), so the gateway's verified-token cache answers most handshakes.
     shared_tokens: int = 0
@@ -371,7 +371,7 @@ def start_server(kind: str, brokers: str, upstream: str, layout: Layout) -> Serv
         return Server(
             kind, centrifugo.command(path), centrifugo.environment(), port, layout, ready_path="/health"
         )
-    if kind in ("gateway", "gateway-w2"):
+    if kind in ("gateway", "gateway-v2", "gateway-w2"):
         workers = 2 if kind == "gateway-w2" else 1
         env = {
             "HOST": "127.0.0.1",
@@ -542,7 +542,11 @@ class Bench:
         self, server: Server, count: int, keep: bool = True, tokens: list[str] | None = None
     ) -> list[dict[str, Any]]:
         """The ``connect`` arguments of each generator."""
-        extra = {"centrifugo": centrifugo.CHANNEL} if server.kind == "centrifugo" else {}
+        extra: dict[str, str] = {}
+        if server.kind == "centrifugo":
+            extra["centrifugo"] = centrifugo.CHANNEL
+        elif server.kind == "gateway-v2":
+            extra["protocol"] = "mesaya.v2"  # every socket speaks protocol v2 (cursors on events)
         return [
             {"paths": paths, "host": "127.0.0.1", "port": server.port, "keep": keep, **extra}
             for paths in self.paths(server, count, tokens)

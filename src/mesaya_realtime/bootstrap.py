@@ -143,6 +143,16 @@ def topic_entities(settings: Settings, catalogue: Catalogue) -> dict[str, str]:
     return mapping
 
 
+def entity_topics(settings: Settings, catalogue: Catalogue) -> dict[str, tuple[str, ...]]:
+    """Entity -> its Kafka topics from ``WS_ENTITY_TOPICS`` (a shared topic is each one's)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for raw, topics in settings.entity_topics.items():
+        spec = catalogue.resolve(raw)
+        if spec is not None:
+            found[spec.name] = tuple(dict.fromkeys((*found.get(spec.name, ()), *topics)))
+    return found
+
+
 @dataclass
 class Gateway:
     """Everything one gateway process runs; :meth:`start` and :meth:`stop` it."""
@@ -312,7 +322,7 @@ def build_gateway(
         max_connections=settings.rest_max_connections,
         metrics=metrics,
     )
-    positions = Positions(mapping)
+    positions = Positions(entity_topics(settings, catalogue))
     journal = Journal(
         positions, text_frame, max_age=settings.resume_max_age, max_bytes=settings.resume_buffer_bytes
     )

@@ -147,6 +147,29 @@ async def test_silence_is_closed_after_the_auth_timeout_and_the_node_stays_respo
         assert response.status == 200
 
 
+async def test_pings_do_not_stretch_the_auth_timeout(
+    http: aiohttp.ClientSession, gateway: GatewayProcess
+) -> None:
+    ws = await v2_socket(http, gateway, "/ws/tables/s1", autoping=False)
+    started = asyncio.get_running_loop().time()
+
+    async def keep_pinging() -> None:
+        while not ws.closed:
+            await ws.ping()
+            await asyncio.sleep(0.1)
+
+    pinger = asyncio.ensure_future(keep_pinging())
+    try:
+        while True:
+            frame = await ws.receive(timeout=10)
+            if frame.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+    finally:
+        pinger.cancel()
+    assert (ws.close_code, str(frame.extra)) == (4408, "authentication timeout")
+    assert asyncio.get_running_loop().time() - started < 2.0
+
+
 async def test_notifications_and_analytics_authenticate_in_the_first_frame(
     http: aiohttp.ClientSession, gateway: GatewayProcess
 ) -> None:

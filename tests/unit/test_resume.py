@@ -33,6 +33,7 @@ TABLES = "mesa-ya.tables.events"
 RESERVATIONS = "mesa-ya.reservations.events"
 ALLOWED = tuple(DEFAULT_ALLOWED_ACTIONS.split(","))
 MAPPING = {TABLES: "tables", RESERVATIONS: "reservations"}
+SPACES = {"tables": (TABLES,), "reservations": (RESERVATIONS,)}
 
 
 class Clock:
@@ -47,7 +48,7 @@ class World:
     def __init__(self, **journal: Any) -> None:
         self.clock = Clock()
         self.hub = Hub(lambda payload: payload)
-        self.positions = Positions(MAPPING, clock=self.clock)
+        self.positions = Positions(SPACES, clock=self.clock)
         self.journal = Journal(self.positions, lambda payload: payload, clock=self.clock, **journal)
         self.resumes = ResumeService(self.journal, self.hub, max_events=50, clock=self.clock)
         context = EventContext(
@@ -289,7 +290,7 @@ def late_world() -> tuple[World, FakeLog, str]:
     for n in range(30):
         payload, _ = ks.table_event("updated", f"t{n}", "s1" if n % 2 else "s2", number=n)
         log.records.append(Record(TABLES, n % 3, n // 3, orjson.dumps(payload)))
-    late.positions = Positions(MAPPING, clock=late.clock)
+    late.positions = Positions(SPACES, clock=late.clock)
     late.journal = Journal(late.positions, lambda payload: payload, clock=late.clock)
     late.resumes = ResumeService(
         late.journal, late.hub, max_events=50, clock=late.clock, reader=log, decode=late.ingest.decode
@@ -329,3 +330,39 @@ async def test_a_gap_the_log_cannot_give_is_not_recovered() -> None:
     log.read = unavailable  # type: ignore[method-assign]
     await world.resumes.prepare(cursor)
     assert world.resume(world.session("s1"), cursor)[-1]["data"] == {"recovered": False}
+
+
+async def test_one_gap_too_large_to_read_fails_only_its_own_resume() -> None:
+    world, log, _ = late_world()
+    world.resumes.max_backfill = 20
+    legit = encode_cursor(int(world.clock.now), [((TABLES, p), 7) for p in range(3)])  # 9 records
+    forged = encode_cursor(int(world.clock.now), [((TABLES, p), 0) for p in range(3)])  # 30 records
+    await asyncio.gather(world.resumes.prepare(forged), world.resumes.prepare(legit))
+    assert log.reads == 1
+    assert world.resume(world.session("s1"), legit)[-1]["data"]["recovered"] is True
+    assert world.resume(world.session("s1"), forged)[-1]["data"] == {"recovered": False}
+
+
+async def test_a_cursor_far_ahead_of_the_node_is_not_waited_for_and_a_near_one_until_read() -> None:
+    world = World()
+    world.resumes.catch_up = 5.0
+    now = int(world.clock.now)
+    forged = encode_cursor(now, [((TABLES, 0), 10**9), ((TABLES, 1), 0), ((TABLES, 2), 0)])
+    await asyncio.wait_for(world.resumes.prepare(forged), 0.5)  # at once, not after 5 s
+    near = encode_cursor(now, [((TABLES, 0), 1), ((TABLES, 1), 0), ((TABLES, 2), 0)])
+    waiting = asyncio.ensure_future(world.resumes.prepare(near))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    world.table(0, "s1", 0)  # the node reads as far as the cursor: the resume goes on
+    await asyncio.wait_for(waiting, 0.5)
+
+
+def test_an_entry_found_in_two_buckets_is_replayed_once_whatever_its_seq() -> None:
+    from mesaya_realtime.application.usecases.resume import _once
+
+    class Entry:
+        def __init__(self, seq: int) -> None:
+            self.seq = seq
+
+    entries = [Entry(0), Entry(0), Entry(1), Entry(1), Entry(2)]
+    assert [e.seq for e in _once(iter(entries))] == [0, 1, 2]  # type: ignore[arg-type]

@@ -238,7 +238,9 @@ async def _first_frame(ws: web.WebSocketResponse, within: float) -> tuple[str, H
     "authenticate", "payload": {"token": ..., "since"?: ...}, "requestId"?: ...}``; None when
     the client closed first. Anything else is refused (4401), and so is silence (4408)."""
     try:
-        frame = await ws.receive(timeout=within)
+        # One deadline: aiohttp's own receive timeout starts again with every ping.
+        async with asyncio.timeout(within):
+            frame = await ws.receive()
     except TimeoutError:
         raise Refused(408, "authentication timeout", close_code=AUTH_TIMEOUT_CLOSE) from None
     if frame.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):

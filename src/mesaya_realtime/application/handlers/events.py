@@ -130,6 +130,8 @@ class EventJournal(Protocol):
 
     def add(self, topic: str, partition: int, offset: int, event: DomainEvent, size: int) -> object: ...
 
+    def processed(self) -> None: ...
+
 
 class SkipLog:
     """Skipped records, logged as one line per topic per interval, never one per record.
@@ -271,6 +273,8 @@ class EventIngest:
             if not self.dispatcher.dispatch(event):
                 key = (record.topic, "action not allowed")
                 skipped[key] = skipped.get(key, 0) + 1
+        if journal is not None:
+            journal.processed()
         for topic, count in consumed.items():
             self.metrics.events_consumed(topic, count)
         for (topic, reason), count in skipped.items():  # counted per batch: bursts are cheap

@@ -77,14 +77,18 @@ class SocketLifecycle:
             owned=owned,
             state=state,
             v2=hello.v2,
-            resumed=bool(hello.since),
+            resumed=bool(hello.since)
+            and self.resumes is not None
+            and self.resumes.valid(spec.name, hello.since),
         )
         self.hub.add(session)
         try:
             if greeting is None or hello.v2:
                 # Protocol v2 greets every socket kind the same way first.
                 connected = connected_message(session, topics, hello)
-                if hello.v2 and self.resumes is not None:
+                if hello.v2 and self.resumes is not None and not hello.since:
+                    # With a resume, the replay's cursors and system.resumed's say where the
+                    # client is; a newer one here would skip the replay if the socket dropped.
                     connected.cursor = self.resumes.positions.cursor(spec.name)
                 session.send(connected)
             if hello.since and self.resumes is not None:

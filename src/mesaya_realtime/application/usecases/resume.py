@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 _BACKFILLS = RateLimitedLog(log)
 #: Records of a gap decoded in one event-loop turn.
 _DECODE_SLICE = 500
+#: A cursor further ahead of this node than this (records, in a partition) is not waited for.
+_MAX_AHEAD = 100_000
+#: Seconds between two reads of the log for resumes.
+_FILL_INTERVAL = 1.0
 
 #: Seconds a cached cursor text may be reused (its issue time is at most this old).
 _REISSUE = 1.0
@@ -68,32 +72,37 @@ class _Space:
 class Positions:
     """The node's next offset per partition of the event topics, and the cursors of it."""
 
-    def __init__(self, topic_entities: Mapping[str, str], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, entity_topics: Mapping[str, Sequence[str]], clock: Callable[[], float] = time.time
+    ) -> None:
+        """``entity_topics``: each entity's topics (a topic that several entities share, as
+        menus and dishes do, is in each one's space)."""
         self._clock = clock
-        self._entity_of = dict(topic_entities)
         self._next: dict[Key, int] = {}
         self._spaces: dict[str, _Space] = {}
-        for topic, entity in self._entity_of.items():
-            space = self._spaces.setdefault(entity, _Space(()))
-            space.topics = (*space.topics, topic)
+        self._spaces_of: dict[str, list[_Space]] = {}
+        for entity, topics in entity_topics.items():
+            space = self._spaces[entity] = _Space(tuple(dict.fromkeys(topics)))
+            for topic in space.topics:
+                self._spaces_of.setdefault(topic, []).append(space)
         self._empty = _Space(())
 
     def topics(self, entity: str) -> tuple[str, ...]:
         return self._spaces.get(entity, self._empty).topics
 
     def all_topics(self) -> tuple[str, ...]:
-        return tuple(self._entity_of)
+        return tuple(self._spaces_of)
 
     def keys(self, entity: str) -> list[Key]:
         return self._spaces.get(entity, self._empty).keys
 
     def knows(self, topic: str) -> bool:
-        return topic in self._entity_of
+        return topic in self._spaces_of
 
     def started(self, topic: str, partition: int, offset: int) -> None:
         """The event source assigned a partition at ``offset`` (nothing before it is read)."""
         key = (topic, partition)
-        if key not in self._next and topic in self._entity_of:
+        if key not in self._next and topic in self._spaces_of:
             self._set(key, offset)
 
     def advance(self, topic: str, partition: int, offset: int) -> bool:
@@ -101,7 +110,7 @@ class Positions:
         key = (topic, partition)
         current = self._next.get(key)
         if current is None:
-            if topic not in self._entity_of:
+            if topic not in self._spaces_of:
                 return False
         elif offset < current:
             return True  # an old record again: the position never goes back
@@ -111,11 +120,11 @@ class Positions:
     def _set(self, key: Key, offset: int) -> None:
         known = key in self._next
         self._next[key] = offset
-        space = self._spaces[self._entity_of[key[0]]]
-        if not known:
-            bisect.insort(space.keys, key)
-        space.vector = None
-        space.text = ""
+        for space in self._spaces_of[key[0]]:
+            if not known:
+                bisect.insort(space.keys, key)
+            space.vector = None
+            space.text = ""
 
     def position(self, key: Key) -> int | None:
         return self._next.get(key)
@@ -286,9 +295,20 @@ class Journal:
         self._buckets: dict[Bucket, _Run] = {}
         self._seq = 0
         self.bytes = 0
+        #: Bytes of backfilled entries kept beyond ``max_bytes`` until their resumes have run.
+        self.reserved = 0
+        #: Called after each batch the ingest processed (resumes waiting to be read up to).
+        self.on_processed: Callable[[], None] | None = None
 
     def __len__(self) -> int:
         return len(self._order)
+
+    def processed(self) -> None:
+        if self.on_processed is not None:
+            self.on_processed()
+
+    def unreserve(self, size: int) -> None:
+        self.reserved = max(0, self.reserved - size)
 
     def advance(self, topic: str, partition: int, offset: int) -> bool:
         return self.positions.advance(topic, partition, offset)
@@ -332,7 +352,7 @@ class Journal:
     def _evict(self, now: float) -> None:
         order = self._order
         oldest = now - self.max_age
-        while order and (self.bytes > self.max_bytes or order[0][0].at < oldest):
+        while order and (self.bytes > self.max_bytes + self.reserved or order[0][0].at < oldest):
             entry, buckets = order.popleft()
             self.bytes -= entry.size
             self._partitions[entry.key].drop_first()
@@ -350,7 +370,8 @@ class Journal:
         """Put in front the events of records read again from the log (a resume's gap older
         than the journal), each with its event (None: not one): each range ``[first, end)``
         must end where its partition's journal begins (else it is left out: the journal moved
-        meanwhile). Returns the entries added."""
+        meanwhile). Returns the bytes added, held in :attr:`reserved` (beyond ``max_bytes``) until
+        :meth:`unreserve`: the resumes that waited for them run first."""
         usable = {key: span for key, span in ranges.items() if self.covered(key) == span[1]}
         progress = {key: first for key, (first, _) in usable.items()}
         oldest = self._order[0][0].at if self._order else self._clock()
@@ -388,8 +409,10 @@ class Journal:
                 run = self._buckets[bucket] = _Run()
             run.prepend_items(items)
         self._order.extendleft(reversed(fresh))
-        self.bytes += sum(entry.size for entry, _ in fresh)
-        return len(fresh)
+        added = sum(entry.size for entry, _ in fresh)
+        self.bytes += added
+        self.reserved += added
+        return added
 
     def covered(self, key: Key) -> int | None:
         """The offset from which every delivered event of the partition is journaled."""
@@ -429,7 +452,7 @@ def _from(run: _Run, index: int, starts: Mapping[Key, int]) -> Iterator[JournalE
 
 def _once(entries: Iterator[JournalEntry]) -> Iterator[JournalEntry]:
     """Drop repeats of an entry found in two buckets (merged in order, repeats are adjacent)."""
-    last = 0
+    last: int | None = None
     for entry in entries:
         if entry.seq != last:
             last = entry.seq
@@ -476,7 +499,7 @@ class ResumeService:
         clock: Callable[[], float] = time.time,
         reader: LogRangeReader | None = None,
         decode: Decode | None = None,
-        max_backfill: int = 100_000,
+        max_backfill: int = 20_000,
     ) -> None:
         #: Reads a gap older than the journal from the log (one read shared by every resume
         #: that needs it), and turns its records into events as the ingest does.
@@ -486,6 +509,10 @@ class ResumeService:
         self.max_backfill = max_backfill
         self._wanted: dict[Key, int] = {}
         self._fill: asyncio.Future[None] | None = None
+        self._next_fill = 0.0
+        #: Resumes waiting for this node to read as far as their cursor.
+        self._waiters: list[tuple[Cursor, asyncio.Future[None]]] = []
+        journal.on_processed = self._reached_some
         self.journal = journal
         self.positions = journal.positions
         self.hub = hub
@@ -514,18 +541,24 @@ class ResumeService:
         cursor = self._decode("", since)
         if cursor is None:
             return
-        if not self.positions.reached(cursor):
-            deadline = time.monotonic() + self.catch_up
-            while time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
-                if self.positions.reached(cursor):
-                    break
+        if not self.positions.reached(cursor) and self._plausible(cursor):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append((cursor, waiter))
+            try:
+                await asyncio.wait_for(waiter, self.catch_up)
+            except TimeoutError:
+                pass
+            finally:
+                self._waiters = [(c, w) for c, w in self._waiters if w is not waiter]
         if self.reader is None or self.decode is None:
             return
         for _ in range(3):
             missing = self._missing(cursor)
             if not missing:
                 return
+            covered = {key: self.journal.covered(key) or first for key, first in missing.items()}
+            if sum(covered[key] - first for key, first in missing.items()) > self.max_backfill:
+                return  # this gap alone is too large: only this resume is not recovered
             for key, first in missing.items():
                 self._wanted[key] = min(first, self._wanted.get(key, first))
             if self._fill is None or self._fill.done():
@@ -534,6 +567,24 @@ class ResumeService:
                 await asyncio.shield(self._fill)
             except Exception:
                 return
+
+    def _plausible(self, cursor: Cursor) -> bool:
+        """Worth waiting for: every partition known here, none far ahead of this node (a
+        forged cursor is answered at once instead)."""
+        for key, offset in cursor.positions.items():
+            position = self.positions.position(key)
+            if position is None or offset - position > _MAX_AHEAD:
+                return False
+        return True
+
+    def _reached_some(self) -> None:
+        """After each ingested batch: release the resumes this node has now read far enough for."""
+        if not self._waiters:
+            return
+        reached = self.positions.reached
+        for cursor, waiter in self._waiters:
+            if not waiter.done() and reached(cursor):
+                waiter.set_result(None)
 
     def _missing(self, cursor: Cursor) -> dict[Key, int]:
         missing = {}
@@ -544,6 +595,10 @@ class ResumeService:
         return missing
 
     async def _backfill(self) -> None:
+        loop = asyncio.get_running_loop()
+        # At most one read of the log per second per node, whatever the resumes ask for.
+        await asyncio.sleep(max(0.0, self._next_fill - loop.time()))
+        self._next_fill = loop.time() + _FILL_INTERVAL
         wanted, self._wanted = self._wanted, {}
         ranges: dict[Key, tuple[int, int]] = {}
         for key, first in wanted.items():
@@ -566,8 +621,15 @@ class ResumeService:
             decoded += [(record, self.decode(record)) for record in records[start : start + _DECODE_SLICE]]
             await asyncio.sleep(0)
         added = self.journal.backfill(ranges, decoded)
+        # The waiting resumes run in the next turns; then the entries count as any others.
+        loop.call_later(self.catch_up + 1.0, self.journal.unreserve, added)
         self.metrics.resume_backfill("read")
-        _BACKFILLS.info("resume gap read from the log", kind="read", records=len(records), events=added)
+        _BACKFILLS.info("resume gap read from the log", kind="read", records=len(records), bytes=added)
+
+    def valid(self, entity: str, since: str) -> bool:
+        """A cursor of the entity's topics, not too old (a socket that may take over its
+        dropped table holds must come with one)."""
+        return bool(self.positions.topics(entity)) and self._decode(entity, since) is not None
 
     def resume(self, session: Session, since: str) -> int:
         """Replay to a socket that has just joined the hub, then ``system.resumed``; returns the

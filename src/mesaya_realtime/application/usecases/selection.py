@@ -263,9 +263,9 @@ class SelectionService(Feature):
         grace (on any node): the log orders the adoption after the drop that allowed it."""
         user = session.principal.user_id
         holder = Holder(self.node, str(session.id), user)
-        for hold in holds:
-            if hold.holder.user == user and self._in_grace(hold, now):
-                self._append_quietly(Adopt(hold.section, hold.table, holder, now, self._request_id()))
+        mine = [hold for hold in holds if hold.holder.user == user and self._in_grace(hold, now)]
+        for hold in mine[: self.policy.max_per_socket]:
+            self._append_quietly(Adopt(hold.section, hold.table, holder, now, self._request_id()))
 
     def _in_grace(self, hold: Hold, now: int) -> bool:
         """Detached and still adoptable (as the log says, or as this node knows already)."""
