@@ -146,10 +146,17 @@ def topic_entities(settings: Settings, catalogue: Catalogue) -> dict[str, str]:
 def entity_topics(settings: Settings, catalogue: Catalogue) -> dict[str, tuple[str, ...]]:
     """Entity -> its Kafka topics from ``WS_ENTITY_TOPICS`` (a shared topic is each one's)."""
     found: dict[str, tuple[str, ...]] = {}
+    configured: set[str] = set()
     for raw, topics in settings.entity_topics.items():
         spec = catalogue.resolve(raw)
         if spec is not None:
             found[spec.name] = tuple(dict.fromkeys((*found.get(spec.name, ()), *topics)))
+            configured.update(topics)
+    # Entities whose events travel on another's topic (dishes on the menus topic).
+    for spec in catalogue.by_name.values():
+        shared = [topic for topic in spec.kafka_topics if topic in configured]
+        if shared:
+            found[spec.name] = tuple(dict.fromkeys((*found.get(spec.name, ()), *shared)))
     return found
 
 

@@ -366,3 +366,14 @@ def test_an_entry_found_in_two_buckets_is_replayed_once_whatever_its_seq() -> No
 
     entries = [Entry(0), Entry(0), Entry(1), Entry(1), Entry(2)]
     assert [e.seq for e in _once(iter(entries))] == [0, 1, 2]  # type: ignore[arg-type]
+
+
+def test_entities_that_share_a_topic_each_have_its_positions() -> None:
+    from mesaya_realtime.bootstrap import entity_topics
+    from mesaya_realtime.config import Settings
+
+    spaces = entity_topics(Settings(jwt_secret="x" * 32), CATALOGUE)
+    assert spaces["dishes"] == spaces["menus"] == ("mesa-ya.menus.events",)
+    positions = Positions(spaces)
+    positions.advance("mesa-ya.menus.events", 0, 4)
+    assert positions.vector("menus") == positions.vector("dishes") == ((("mesa-ya.menus.events", 0), 5),)
