@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint check unit integration e2e fuzz bench bench-quick centrifugo soak kafka-start kafka-stop clean
+.PHONY: install demo test lint check unit integration e2e sdk fuzz bench bench-quick bench-resume centrifugo soak kafka-start kafka-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,20 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## The whole suite: lint, types, layers, then unit + integration + e2e on a real Kafka broker.
+## The whole suite: lint, types, layers, then unit + integration + e2e on a real Kafka broker,
+## then the TypeScript client's (clients/typescript: tsc --strict, unit and against the gateway).
 test: lint
 	$(BIN)/pytest -q
+	$(MAKE) sdk
+
+## The TypeScript client (clients/typescript/README.md): npm ci, tsc --strict, node --test.
+SDK := clients/typescript
+$(SDK)/node_modules/.installed: $(SDK)/package-lock.json
+	cd $(SDK) && npm ci --no-audit --no-fund
+	touch $@
+
+sdk: $(STAMP) $(SDK)/node_modules/.installed
+	cd $(SDK) && MESAYA_PYTHON=$(abspath $(BIN))/python npm test
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -55,6 +66,11 @@ BENCH_STAMP := $(VENV)/.installed-bench
 $(BENCH_STAMP): pyproject.toml $(STAMP)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(BENCH_STAMP)
+
+## The resume storm (docs/BENCHMARKS.md "Resume storm"): 5,000 protocol v2 sockets lose their node
+## and resume on another, against a plain reconnect storm in the same command.
+bench-resume: $(BENCH_STAMP)
+	$(BIN)/python -m bench.resume_storm
 
 ## Centrifugo (a baseline of `make bench`): built from the Go module proxy with `go install` into
 ## .venv/bin when Go is present and the binary is missing or of another version (a few minutes the
@@ -93,4 +109,4 @@ kafka-stop:
 	scripts/kafka-local stop
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache $(SDK)/node_modules $(SDK)/dist

@@ -1,0 +1,428 @@
+/**
+ * A protocol v2 socket of the mesa-ya realtime gateway that stays up: it authenticates in its
+ * first frame, renews its token before it expires, reconnects with exponential back-off and
+ * jitter (never after a refusal that would repeat), resumes with its last cursor, re-issues its
+ * list and detail commands when the gateway could not resume, and answers every command as a
+ * promise matched by `requestId`.
+ */
+
+import {
+  CloseCode,
+  FINAL_CLOSE_CODES,
+  type ConnectedData,
+  type ErrorData,
+  type ListQuery,
+  type Message,
+  type ResumedData,
+} from "./messages.js";
+
+/** The part of the WHATWG WebSocket this client uses (browsers, Node 22, the `ws` package). */
+export interface WebSocketLike {
+  readonly protocol: string;
+  readonly readyState: number;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+}
+
+export type WebSocketFactory = new (url: string, protocols: string[]) => WebSocketLike;
+
+export type ConnectionState = "connecting" | "connected" | "resuming" | "disconnected" | "closed";
+
+export interface StateChange {
+  state: ConnectionState;
+  /** For `disconnected`: the close code and reason the socket ended with. */
+  code?: number;
+  reason?: string;
+  /** For `disconnected`: whether the client will reconnect by itself. */
+  willReconnect?: boolean;
+}
+
+export interface ConnectOptions {
+  /** The gateway's base URL, `wss://rt.mesaya.example` (no path). */
+  url: string;
+  entity: string;
+  section: string;
+  /** The JWT to use: called on every (re)connection and before the token expires. */
+  getToken: () => string | Promise<string>;
+  /** The WebSocket implementation (default: the global one). */
+  WebSocket?: WebSocketFactory;
+  /** How long a command may wait for its reply (default 10 s). */
+  commandTimeoutMs?: number;
+  /** Renew the token this long before it expires (default 30 s). */
+  renewBeforeMs?: number;
+  /** Reconnect back-off: the first delay and the cap (defaults 250 ms and 15 s). */
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+  /** Random source for the jitter (tests). */
+  random?: () => number;
+}
+
+/** A refused command (the gateway's `data.code`), a timeout, or a dropped socket. */
+export class RealtimeError extends Error {
+  readonly code: string;
+  readonly field: string | undefined;
+  readonly reply: Message | undefined;
+
+  constructor(code: string, message: string, field?: string, reply?: Message) {
+    super(message);
+    this.name = "RealtimeError";
+    this.code = code;
+    this.field = field;
+    this.reply = reply;
+  }
+}
+
+type Handler = (message: Message) => void;
+
+interface Pending {
+  resolve: (message: Message) => void;
+  reject: (error: RealtimeError) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const PROTOCOL = "mesaya.v2";
+const OPEN = 1;
+
+/**
+ * Open a socket that keeps itself connected until {@link RealtimeClient.close}.
+ *
+ * ```ts
+ * const rt = connect({ url: "wss://rt.mesaya.example", entity: "tables", section, getToken });
+ * rt.on("tables.updated", (event) => redraw(event.data));
+ * const first = await rt.list({ limit: 50 });
+ * ```
+ */
+export function connect(options: ConnectOptions): RealtimeClient {
+  const client = new RealtimeClient(options);
+  client.open();
+  return client;
+}
+
+export class RealtimeClient {
+  #options: Required<Omit<ConnectOptions, "WebSocket">> & { WebSocket: WebSocketFactory };
+  #socket: WebSocketLike | null = null;
+  #state: ConnectionState = "disconnected";
+  #cursor = "";
+  #handlers = new Map<string, Set<Handler>>();
+  #stateHandlers = new Set<(change: StateChange) => void>();
+  #pending = new Map<string, Pending>();
+  #requests = 0;
+  #attempt = 0;
+  #closed = false;
+  #reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  #renewTimer: ReturnType<typeof setTimeout> | null = null;
+  #lastList: ListQuery | undefined;
+  #listed = false;
+  #details = new Set<string>();
+  #connected: ConnectedData | null = null;
+  /** The cursor the current socket resumes from ("" for none). */
+  #resumeFrom = "";
+
+  constructor(options: ConnectOptions) {
+    const WebSocketImpl = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
+    if (WebSocketImpl === undefined) {
+      throw new TypeError("no WebSocket implementation: pass options.WebSocket (the ws package in Node < 22)");
+    }
+    this.#options = {
+      commandTimeoutMs: 10_000,
+      renewBeforeMs: 30_000,
+      backoffInitialMs: 250,
+      backoffMaxMs: 15_000,
+      random: Math.random,
+      ...options,
+      WebSocket: WebSocketImpl,
+    };
+  }
+
+  /** The connection's state now. */
+  get state(): ConnectionState {
+    return this.#state;
+  }
+
+  /** The last cursor received: where a resume starts. */
+  get cursor(): string {
+    return this.#cursor;
+  }
+
+  /** The last `system.connected` data (topics, roles, token expiry). */
+  get connected(): ConnectedData | null {
+    return this.#connected;
+  }
+
+  /** Receive the messages of `topic` (`"*"`: every message). Returns the unsubscribe. */
+  on<Data = unknown>(topic: string, handler: (message: Message<Data>) => void): () => void {
+    let handlers = this.#handlers.get(topic);
+    if (handlers === undefined) {
+      handlers = new Set();
+      this.#handlers.set(topic, handlers);
+    }
+    handlers.add(handler as Handler);
+    return () => handlers.delete(handler as Handler);
+  }
+
+  /** Be told of every state change (`connecting`, `connected`, `resuming`, `disconnected`). */
+  onState(handler: (change: StateChange) => void): () => void {
+    this.#stateHandlers.add(handler);
+    return () => this.#stateHandlers.delete(handler);
+  }
+
+  /** The list of the socket's section; remembered, and re-issued if a resume fails. */
+  list<Data = unknown>(query: ListQuery = {}): Promise<Message<Data>> {
+    this.#lastList = query;
+    this.#listed = true;
+    return this.command("list", query) as Promise<Message<Data>>;
+  }
+
+  /** One item; remembered, and re-issued if a resume fails. */
+  detail<Data = unknown>(id: string): Promise<Message<Data>> {
+    this.#details.add(id);
+    return this.command("detail", { id }) as Promise<Message<Data>>;
+  }
+
+  selectTable(tableId: string): Promise<Message> {
+    return this.command("select_table", { tableId });
+  }
+
+  releaseTable(tableId: string): Promise<Message> {
+    return this.command("release_table", { tableId });
+  }
+
+  ping(): Promise<Message> {
+    return this.command("ping");
+  }
+
+  subscribe(topic: string): Promise<Message> {
+    return this.command("subscribe", undefined, topic);
+  }
+
+  unsubscribe(topic: string): Promise<Message> {
+    return this.command("unsubscribe", undefined, topic);
+  }
+
+  /**
+   * Send a command; its one reply resolves the promise, an error reply rejects it with the
+   * gateway's `code`. While the socket is (re)connecting, the command waits for it (within the
+   * command timeout) and is sent once the socket is authenticated.
+   */
+  async command(action: string, payload?: unknown, topic?: string): Promise<Message> {
+    const deadline = Date.now() + this.#options.commandTimeoutMs;
+    const socket = await this.#whenReady(this.#options.commandTimeoutMs);
+    const requestId = `r${++this.#requests}`;
+    const frame: Record<string, unknown> = { action, requestId };
+    if (payload !== undefined) frame["payload"] = payload;
+    if (topic !== undefined) frame["topic"] = topic;
+    return new Promise<Message>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#pending.delete(requestId);
+        reject(new RealtimeError("timeout", `no reply to ${action} within ${this.#options.commandTimeoutMs} ms`));
+      }, Math.max(0, deadline - Date.now()));
+      this.#pending.set(requestId, { resolve, reject, timer });
+      socket.send(JSON.stringify(frame));
+    });
+  }
+
+  #whenReady(timeoutMs: number): Promise<WebSocketLike> {
+    const ready = (): WebSocketLike | null =>
+      this.#socket !== null && this.#socket.readyState === OPEN && (this.#state === "connected" || this.#state === "resuming")
+        ? this.#socket
+        : null;
+    const now = ready();
+    if (now !== null) return Promise.resolve(now);
+    if (this.#closed) return Promise.reject(new RealtimeError("closed", "the client is closed"));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stop();
+        reject(new RealtimeError("timeout", `not connected within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const stop = this.onState((change) => {
+        const socket = ready();
+        if (socket !== null) {
+          clearTimeout(timer);
+          stop();
+          resolve(socket);
+        } else if (change.state === "closed" || (change.state === "disconnected" && !change.willReconnect)) {
+          clearTimeout(timer);
+          stop();
+          reject(new RealtimeError("disconnected", `the socket ended (${change.code ?? ""} ${change.reason ?? ""})`));
+        }
+      });
+    });
+  }
+
+  /** Close for good: no reconnect; pending commands are rejected. */
+  close(): void {
+    this.#closed = true;
+    this.#clearTimers();
+    const socket = this.#socket;
+    this.#socket = null;
+    if (socket !== null) {
+      socket.onclose = null;
+      socket.close(1000, "client closed");
+    }
+    this.#failPending("closed");
+    this.#setState({ state: "closed" });
+  }
+
+  /** Open (or reopen) the socket; {@link connect} calls it. */
+  open(): void {
+    if (this.#closed) return;
+    this.#setState({ state: "connecting" });
+    const { url, entity, section } = this.#options;
+    const path = `${url.replace(/\/+$/, "")}/ws/${encodeURIComponent(entity)}/${encodeURIComponent(section)}`;
+    const socket = new this.#options.WebSocket(path, [PROTOCOL]);
+    this.#socket = socket;
+    const since = (this.#resumeFrom = this.#cursor);
+    socket.onopen = () => {
+      void this.#authenticate(socket, since);
+    };
+    socket.onmessage = (event) => this.#receive(event.data);
+    socket.onerror = () => undefined; // the close event follows and says what happened
+    socket.onclose = (event) => this.#ended(socket, event.code, event.reason);
+  }
+
+  async #authenticate(socket: WebSocketLike, since: string): Promise<void> {
+    let token: string;
+    try {
+      token = await this.#options.getToken();
+    } catch {
+      socket.close(4000, "no token");
+      return;
+    }
+    if (socket !== this.#socket || socket.readyState !== OPEN) return;
+    const payload: Record<string, string> = { token };
+    if (since) payload["since"] = since;
+    socket.send(JSON.stringify({ action: "authenticate", payload, requestId: "hello" }));
+  }
+
+  #receive(raw: unknown): void {
+    let message: Message;
+    try {
+      message = JSON.parse(typeof raw === "string" ? raw : String(raw)) as Message;
+    } catch {
+      return;
+    }
+    // A list or detail reply's cursor is its watermark, older than the events already here.
+    if (message.cursor && message.action !== "list" && message.action !== "detail") this.#cursor = message.cursor;
+    const requestId = message.metadata?.["requestId"];
+    if (message.topic === "system.connected") {
+      this.#onConnected(message as Message<ConnectedData>);
+    } else if (message.topic === "system.resumed") {
+      this.#onResumed(message as Message<ResumedData>);
+    } else if (message.topic === "system.authenticated") {
+      const expiresAt = (message.data as { expiresAt?: string } | undefined)?.expiresAt;
+      if (this.#connected !== null) this.#connected = { ...this.#connected, expiresAt: expiresAt ?? null };
+      this.#scheduleRenewal(expiresAt ?? null);
+    }
+    if (requestId !== undefined) {
+      const pending = this.#pending.get(requestId);
+      if (pending !== undefined) {
+        this.#pending.delete(requestId);
+        clearTimeout(pending.timer);
+        if (message.action === "error") {
+          const data = (message.data ?? {}) as Partial<ErrorData>;
+          pending.reject(new RealtimeError(data.code ?? "error", data.error ?? "error", data.field, message));
+        } else {
+          pending.resolve(message);
+        }
+      }
+    }
+    this.#emit(message);
+  }
+
+  #onConnected(message: Message<ConnectedData>): void {
+    this.#connected = message.data ?? null;
+    this.#attempt = 0;
+    this.#scheduleRenewal(this.#connected?.expiresAt ?? null);
+    // With a cursor sent, the replay follows and system.resumed ends it.
+    this.#setState({ state: this.#resumeFrom ? "resuming" : "connected" });
+  }
+
+  #onResumed(message: Message<ResumedData>): void {
+    this.#resumeFrom = "";
+    this.#setState({ state: "connected" });
+    if (message.data?.recovered) return;
+    // The gap could not be replayed: the snapshots are stale. Read them again.
+    if (this.#listed) this.list(this.#lastList).catch(() => undefined);
+    for (const id of this.#details) this.detail(id).catch(() => undefined);
+  }
+
+  #scheduleRenewal(expiresAt: string | null): void {
+    if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
+    this.#renewTimer = null;
+    if (expiresAt === null) return;
+    const delay = Date.parse(expiresAt) - Date.now() - this.#options.renewBeforeMs;
+    this.#renewTimer = setTimeout(() => void this.#renew(), Math.max(0, delay));
+  }
+
+  async #renew(): Promise<void> {
+    try {
+      const token = await this.#options.getToken();
+      await this.command("authenticate", { token });
+    } catch {
+      // The socket will be closed with 1008 when the old token expires; then it reconnects.
+    }
+  }
+
+  #ended(socket: WebSocketLike, code: number, reason: string): void {
+    if (socket !== this.#socket) return;
+    this.#socket = null;
+    this.#clearTimers();
+    this.#failPending("disconnected");
+    if (this.#closed) return;
+    const willReconnect = !FINAL_CLOSE_CODES.has(code);
+    this.#setState({ state: "disconnected", code, reason, willReconnect });
+    if (!willReconnect) return;
+    // 4401 and 1008 (token refused or expired): getToken is asked again on the next open.
+    const delay = code === CloseCode.unauthorized || code === CloseCode.tokenExpired ? 0 : this.#backoff();
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = null;
+      this.open();
+    }, delay);
+  }
+
+  #backoff(): number {
+    const { backoffInitialMs, backoffMaxMs, random } = this.#options;
+    const ceiling = Math.min(backoffMaxMs, backoffInitialMs * 2 ** this.#attempt);
+    this.#attempt += 1;
+    return Math.round(ceiling / 2 + (random() * ceiling) / 2); // "equal jitter"
+  }
+
+  #failPending(code: string): void {
+    for (const [requestId, pending] of this.#pending) {
+      clearTimeout(pending.timer);
+      pending.reject(new RealtimeError(code, `socket ${code} before the reply to ${requestId}`));
+    }
+    this.#pending.clear();
+  }
+
+  #clearTimers(): void {
+    if (this.#renewTimer !== null) clearTimeout(this.#renewTimer);
+    if (this.#reconnectTimer !== null) clearTimeout(this.#reconnectTimer);
+    this.#renewTimer = this.#reconnectTimer = null;
+  }
+
+  #setState(change: StateChange): void {
+    this.#state = change.state;
+    for (const handler of this.#stateHandlers) handler(change);
+  }
+
+  #emit(message: Message): void {
+    for (const topic of [message.topic, "*"]) {
+      const handlers = this.#handlers.get(topic);
+      if (handlers === undefined) continue;
+      for (const handler of handlers) {
+        try {
+          handler(message);
+        } catch (error) {
+          queueMicrotask(() => {
+            throw error;
+          });
+        }
+      }
+    }
+  }
+}

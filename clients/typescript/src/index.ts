@@ -1,0 +1,25 @@
+/**
+ * `@mesaya/realtime`: the client of the mesa-ya realtime gateway (protocol v2).
+ *
+ * See README.md in this package for the API.
+ */
+
+export {
+  connect,
+  RealtimeClient,
+  RealtimeError,
+  type ConnectionState,
+  type ConnectOptions,
+  type StateChange,
+  type WebSocketFactory,
+  type WebSocketLike,
+} from "./client.js";
+export {
+  CloseCode,
+  FINAL_CLOSE_CODES,
+  type ConnectedData,
+  type ErrorData,
+  type ListQuery,
+  type Message,
+  type ResumedData,
+} from "./messages.js";
