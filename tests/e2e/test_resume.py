@@ -226,17 +226,26 @@ async def test_a_list_watermark_and_the_events_after_it_hold_every_change_after_
     await client.next()
     await client.ws.send_str('{"action":"unsubscribe","topic":"tables.updated"}')  # see only the reply
     assert (await client.next())["topic"] == "system.ack"
-    upstream.script(f"/api/v1/tables/section/{section}", status=200, body={"data": []}, delay=1.0)
+    watcher = await EventClient.connect(http, node.ws_url, "tables", section, make_token("w"), prefix=p)
+    path = "/api/v1/tables"  # a USER's list of a section (?sectionId=...)
+    upstream.script(path, status=200, body={"data": []}, delay=1.5)
     try:
         await client.ws.send_str(orjson.dumps({"action": "list_tables", "requestId": "l1"}).decode())
-        await asyncio.sleep(0.3)  # the REST call has started
+        for _ in range(200):  # until the REST call has started (the upstream has the request)
+            if upstream.calls(path):
+                break
+            await asyncio.sleep(0.01)
+        assert upstream.calls(path)
         producer = EventProducer(kafka_brokers)
         payload, _ = ks.table_event("updated", f"{p}-t7", section, number=7)
         producer.send(TABLES, payload)
         producer.flush()
-        reply = await client.next()
+        # The node has delivered the change (so a resume finds it in its journal) ...
+        assert number_of(await watcher.next_event()) == 7
+        reply = await client.next()  # ... while the REST call was still running
     finally:
         upstream.reset()
+        await watcher.close()
     assert reply["topic"] == "tables.list"
     assert reply["metadata"]["requestId"] == "l1"
     watermark = reply["cursor"]

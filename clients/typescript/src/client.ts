@@ -6,6 +6,8 @@
  * promise matched by `requestId`.
  */
 
+import { LiveCollection, type CollectionOptions, type Item } from "./collection.js";
+import { LiveSelections } from "./selections.js";
 import {
   CloseCode,
   FINAL_CLOSE_CODES,
@@ -136,6 +138,25 @@ export class RealtimeClient {
       ...options,
       WebSocket: WebSocketImpl,
     };
+  }
+
+  /** The socket's entity and section. */
+  get entity(): string {
+    return this.#options.entity;
+  }
+
+  get section(): string {
+    return this.#options.section;
+  }
+
+  /** A live collection of this socket's list (see collection.ts). */
+  collection<T extends Item = Item>(query: ListQuery = {}, options: CollectionOptions = {}): LiveCollection<T> {
+    return new LiveCollection<T>(this, query, options);
+  }
+
+  /** The table holds of this socket's section, kept live (see selections.ts). */
+  selections(): LiveSelections {
+    return new LiveSelections(this);
   }
 
   /** The connection's state now. */

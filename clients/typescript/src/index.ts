@@ -14,6 +14,8 @@ export {
   type WebSocketFactory,
   type WebSocketLike,
 } from "./client.js";
+export { cursorPositions, isAfter, LiveCollection, type CollectionOptions, type Item } from "./collection.js";
+export { LiveSelections, type Hold } from "./selections.js";
 export {
   CloseCode,
   FINAL_CLOSE_CODES,

@@ -50,7 +50,7 @@ function brokers(): string {
 }
 
 /** Produce table events with confluent-kafka (the gateway's own Python environment). */
-function produce(events: { id: string; section: string; partition: number; status?: string }[]): void {
+function produce(events: { id: string; section: string; partition: number; status?: string; updatedAt?: string }[]): void {
   const script = `
 import json, sys
 from confluent_kafka import Producer
@@ -58,7 +58,7 @@ p = Producer({"bootstrap.servers": sys.argv[1], "acks": "all"})
 for e in json.loads(sys.argv[2]):
     value = {"event_type": "updated", "entity_id": e["id"], "timestamp": "2026-12-02T00:00:00.000Z",
              "data": {"id": e["id"], "sectionId": e["section"], "status": e.get("status", "OCCUPIED"),
-                      "updatedAt": "2026-12-02T00:00:00.000Z"}}
+                      "updatedAt": e.get("updatedAt", "2026-12-02T00:00:00.000Z")}}
     p.produce("${TOPIC}", json.dumps(value).encode(), partition=e["partition"])
 assert p.flush(30) == 0
 `;
@@ -94,6 +94,14 @@ class Blip {
 }
 
 let kafka = "";
+/** The upstream's tables, by section: what its REST API answers (the "database"). */
+const tables = new Map<string, Map<string, Row>>();
+interface Row {
+  id: string;
+  sectionId: string;
+  status: string;
+  updatedAt: string;
+}
 let gateway: ChildProcess;
 let gatewayPort = 0;
 let upstream: HttpServer;
@@ -104,9 +112,13 @@ before(async () => {
   kafka = brokers();
   upstream = createHttpServer((request, response) => {
     const slow = request.url?.includes("slow") ?? false;
+    // A USER's list of a section: GET /api/v1/tables?sectionId=<section>&page=..&limit=..
+    const url = new URL(request.url ?? "/", "http://upstream");
+    const section = url.searchParams.get("sectionId") ?? /\/tables\/section\/([^/?]+)/.exec(url.pathname)?.[1];
+    const rows = section ? [...(tables.get(decodeURIComponent(section))?.values() ?? [])] : [];
     setTimeout(() => {
       response.writeHead(200, { "content-type": "application/json" });
-      response.end(JSON.stringify({ data: [], meta: { total: 0 } }));
+      response.end(JSON.stringify({ data: rows, meta: { total: rows.length } }));
     }, slow ? 3000 : 0);
   });
   await new Promise<void>((done) => upstream.listen(0, "127.0.0.1", done));
@@ -244,5 +256,51 @@ test("the token is renewed in-band before it expires: the socket stays open", as
   assert.equal((await rt.ping()).topic, "system.pong");
   assert.ok(issued >= 3, `tokens issued: ${issued}`);
   assert.deepEqual(states, ["connected"]); // never dropped (1008) nor reconnected
+  rt.close();
+});
+
+test("a live collection stays equal to the upstream through 1,000 events, refreshes and two blips", async () => {
+  const section = unique("live");
+  const rows = new Map<string, Row>();
+  tables.set(section, rows);
+  const start = Date.parse("2026-12-02T00:00:00.000Z");
+  let n = 0;
+  for (let k = 0; k < 50; k++) {
+    const id = `${section}-t${k}`;
+    rows.set(id, { id, sectionId: section, status: "AVAILABLE", updatedAt: new Date(start + n++).toISOString() });
+  }
+  const rt = open(section, "dora");
+  const live = rt.collection<Row & { [field: string]: unknown }>({ limit: 100 });
+  const regressions: string[] = [];
+  const shown = new Map<string, number>();
+  live.onChange((items) => {
+    for (const item of items) {
+      const at = Date.parse(item.updatedAt);
+      if (at < (shown.get(item.id) ?? 0)) regressions.push(`${item.id} went back to ${item.updatedAt}`);
+      shown.set(item.id, at);
+    }
+  });
+  await until(() => (live.items.length === 50 ? true : undefined));
+  let seed = 11;
+  const random = () => ((seed = (seed * 48271) % 2147483647) / 2147483647);
+  for (let batch = 0; batch < 10; batch++) {
+    const events = [];
+    for (let i = 0; i < 100; i++) {
+      const k = Math.floor(random() * 50);
+      const id = `${section}-t${k}`;
+      const row = { id, sectionId: section, status: ["AVAILABLE", "OCCUPIED", "RESERVED"][Math.floor(random() * 3)]!, updatedAt: new Date(start + n++).toISOString() };
+      rows.set(id, row); // the database first, then its event (as the platform's services do)
+      events.push({ id, section, partition: k % 3, status: row.status, updatedAt: row.updatedAt });
+    }
+    produce(events);
+    if (batch === 3 || batch === 6) blip.cut(); // a blip: the socket drops and resumes
+  }
+  const same = () =>
+    [...rows.values()].every((row) => {
+      const item = live.get(row.id);
+      return item !== undefined && item.status === row.status && item.updatedAt === row.updatedAt;
+    }) && live.items.length === rows.size;
+  await until(() => (same() ? true : undefined), 30_000);
+  assert.deepEqual(regressions, []);
   rt.close();
 });
