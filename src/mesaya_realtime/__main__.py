@@ -42,6 +42,7 @@ from mesaya_realtime.infrastructure.demo import (
 from mesaya_realtime.infrastructure.event_loop import run
 from mesaya_realtime.infrastructure.logging_setup import configure_logging
 from mesaya_realtime.infrastructure.workers import Supervisor, available_cpus, worker_identity
+from mesaya_realtime.interface.demo_page import demo_page_routes
 
 __all__ = ["main"]
 
@@ -107,13 +108,14 @@ async def demo(port: int, host: str, interval: float) -> None:
     def demo_source(on_batch: object) -> EventSource:
         return DemoEventSource(on_batch, upstream[ROWS], interval)  # type: ignore[arg-type]
 
-    gateway = build_gateway(settings, source_factory=demo_source)
+    day = 86_400
+    page = demo_page_routes(lambda name: sign(secret, name, ["USER"], day))
+    gateway = build_gateway(settings, source_factory=demo_source, extra_routes=page)
     try:
         await gateway.start()
     except BaseException:
         await runner.cleanup()
         raise
-    day = 86_400
     admin = sign(secret, "demo-admin", ["ADMIN"], day)
     owner = sign(secret, "owner-1", ["OWNER"], day)  # the owner of the demo restaurant
     user = sign(secret, "demo-user", ["USER"], day)
@@ -122,6 +124,7 @@ async def demo(port: int, host: str, interval: float) -> None:
     print(
         "mesaya-realtime demo is running (no Kafka, no upstream needed).\n"
         f"  gateway:  http://{shown}:{gateway.port}  (health: /health)\n"
+        f"  floor plan (open it in two browser windows): http://{shown}:{gateway.port}/\n"
         f"  upstream: http://127.0.0.1:{upstream_port}/api/v1/tables  (fixture REST API)\n"
         f"  sections: {', '.join(DEMO_SECTIONS)} of restaurant {DEMO_RESTAURANT}; "
         f"a table changes status every {interval:g}s\n\n"

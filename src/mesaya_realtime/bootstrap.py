@@ -309,6 +309,7 @@ def build_gateway(
     *,
     source_factory: EventSourceFactory | None = None,
     catalogue: Catalogue = CATALOGUE,
+    extra_routes: Callable[[web.Application], None] | None = None,
 ) -> Gateway:
     """Wire a gateway. Without ``source_factory``, Kafka is used when ``KAFKA_ENABLED``."""
     problems = configuration_problems(settings, catalogue)
@@ -433,7 +434,7 @@ def build_gateway(
         broadcast_secret=settings.broadcast_secret,
         broadcast_admin_tokens=settings.broadcast_admin_tokens,
     )
-    app = create_app(services)
+    app = create_app(services, extra_routes)
     gateway = Gateway(
         settings=settings,
         metrics=metrics,

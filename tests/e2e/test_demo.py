@@ -97,3 +97,26 @@ async def test_the_demo_serves_every_route_it_prints(demo: tuple[int, dict[str, 
         assert refreshed["metadata"]["origin"] == "refresh"
         for ws in (tables, bell, stats):
             await ws.close()
+
+
+async def test_the_demo_serves_its_floor_plan_page_and_a_token_for_its_visitor(
+    demo: tuple[int, dict[str, str]],
+) -> None:
+    port, _ = demo
+    base = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/") as page:
+            assert page.status == 200
+            assert page.content_type == "text/html"
+            assert 'src="./demo/app.js"' in await page.text()
+        for script in ("/demo/app.js", "/src/index.js", "/src/client.js"):
+            async with http.get(base + script) as response:
+                assert (response.status, response.content_type) == (200, "text/javascript"), script
+        async with http.get(f"{base}/demo/token", params={"user": "ada"}) as response:
+            token = (await response.json())["token"]
+        async with http.ws_connect(f"ws://127.0.0.1:{port}/ws/tables/main-hall/{token}") as ws:
+            connected = orjson.loads((await ws.receive(timeout=10)).data)
+            assert connected["metadata"]["userId"] == "ada"
+        for bad in ("/src/../bootstrap.py", "/demo/token?user=../x", "/src/missing.js"):
+            async with http.get(base + bad) as response:
+                assert response.status in (400, 404), bad

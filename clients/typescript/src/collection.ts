@@ -92,7 +92,9 @@ export class LiveCollection<T extends Item = Item> {
           if (message.metadata?.["origin"] === "refresh") this.#snapshot(message);
           return;
         }
-        if (message.action === "detail" || message.action === "snapshot") return;
+        // Only the log's events move the list: they carry a cursor (table holds, replies and
+        // other pushes of the entity do not).
+        if (message.cursor === undefined || message.action === "detail" || message.action === "snapshot") return;
         this.#event(message);
       }),
     );

@@ -548,8 +548,10 @@ SCHEDULER = web.AppKey("scheduler", WriteScheduler)
 EXPIRIES = web.AppKey("expiries", ExpiryHeap)
 
 
-def create_app(services: GatewayServices) -> web.Application:
-    """The aiohttp application for the gateway's routes."""
+def create_app(
+    services: GatewayServices, extra_routes: Callable[[web.Application], None] | None = None
+) -> web.Application:
+    """The aiohttp application for the gateway's routes (``extra_routes``: the demo's page)."""
     app = web.Application()
     app[SERVICES] = services
 
@@ -576,5 +578,7 @@ def create_app(services: GatewayServices) -> web.Application:
     # `/ws/tables//t` is 400 "missing section" (reference §2.2), not a 404.
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}", entity_socket)
     app.router.add_get("/ws/{entity:[^{}/]*}/{section:[^{}/]*}/{token}", entity_socket)
+    if extra_routes is not None:
+        extra_routes(app)
     app.router.add_route("*", "/{tail:.*}", fallback)  # last: only what nothing else matched
     return app

@@ -1,0 +1,63 @@
+/**
+ * The table holds of the client's section, kept live: `tables.selecting` (the greeting's
+ * `origin: current` ones and live ones) adds or extends a hold, `tables.released` ends it, and a
+ * hold past its `expiresAt` is dropped even if no release came.
+ */
+export class LiveSelections {
+    #holds = new Map();
+    #handlers = new Set();
+    #stop = [];
+    #timer = null;
+    constructor(client) {
+        this.#stop.push(client.on("tables.selecting", (message) => this.#selecting(message)));
+        this.#stop.push(client.on("tables.released", (message) => this.#released(message)));
+        // A new socket greets with the current holds: those it does not list again are over.
+        this.#stop.push(client.on("system.connected", () => {
+            this.#holds.clear();
+            this.#changed();
+        }));
+    }
+    /** The live holds, by table id. */
+    get holds() {
+        const now = Date.now();
+        return [...this.#holds.values()].filter((hold) => Date.parse(hold.expiresAt) > now);
+    }
+    get(tableId) {
+        const hold = this.#holds.get(tableId);
+        return hold !== undefined && Date.parse(hold.expiresAt) > Date.now() ? hold : undefined;
+    }
+    onChange(handler) {
+        this.#handlers.add(handler);
+        return () => this.#handlers.delete(handler);
+    }
+    close() {
+        for (const stop of this.#stop)
+            stop();
+        if (this.#timer !== null)
+            clearTimeout(this.#timer);
+    }
+    #selecting(message) {
+        const hold = message.data;
+        if (hold?.tableId === undefined)
+            return;
+        this.#holds.set(hold.tableId, hold);
+        this.#changed();
+    }
+    #released(message) {
+        const tableId = message.data?.tableId;
+        if (tableId !== undefined && this.#holds.delete(tableId))
+            this.#changed();
+    }
+    #changed() {
+        if (this.#timer !== null)
+            clearTimeout(this.#timer);
+        this.#timer = null;
+        const live = this.holds;
+        const next = Math.min(...live.map((hold) => Date.parse(hold.expiresAt)));
+        if (Number.isFinite(next))
+            this.#timer = setTimeout(() => this.#changed(), Math.max(0, next - Date.now()) + 5);
+        for (const handler of this.#handlers)
+            handler(live);
+    }
+}
+//# sourceMappingURL=selections.js.map
