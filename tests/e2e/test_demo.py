@@ -117,6 +117,10 @@ async def test_the_demo_serves_its_floor_plan_page_and_a_token_for_its_visitor(
         async with http.ws_connect(f"ws://127.0.0.1:{port}/ws/tables/main-hall/{token}") as ws:
             connected = orjson.loads((await ws.receive(timeout=10)).data)
             assert connected["metadata"]["userId"] == "ada"
+        async with http.get(f"{base}/asyncapi.json") as response:
+            described = await response.json()
+            assert described["asyncapi"] == "3.0.0"
+            assert "/ws/{entity}/{section}" in {c["address"] for c in described["channels"].values()}
         for bad in ("/src/../bootstrap.py", "/demo/token?user=../x", "/src/missing.js"):
             async with http.get(base + bad) as response:
                 assert response.status in (400, 404), bad

@@ -25,3 +25,14 @@ export {
   type Message,
   type ResumedData,
 } from "./messages.js";
+export {
+  CLOSE_CODES,
+  ENTITIES,
+  type Command,
+  type Entity,
+  type EntityProtocol,
+  type ErrorCode,
+  type EventAction,
+  type SystemTopic,
+  type Topic,
+} from "./generated.js";

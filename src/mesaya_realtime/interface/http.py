@@ -34,6 +34,7 @@ from mesaya_realtime.application.usecases.sessions import PROTOCOL_V2, V1, Hello
 from mesaya_realtime.domain.analytics import key_of
 from mesaya_realtime.domain.catalogue import NOTIFICATIONS
 from mesaya_realtime.domain.errors import AuthError, InvalidPayload, OwnershipUnavailable, Refused
+from mesaya_realtime.interface.asyncapi import document
 from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
@@ -522,12 +523,17 @@ async def ready(request: web.Request) -> web.Response:
     return web.json_response(state, status=200 if state.get("ready") else 503)
 
 
+async def asyncapi_json(request: web.Request) -> web.Response:
+    """``GET /asyncapi.json``: the AsyncAPI 3.0 description of every route (docs/asyncapi.yaml)."""
+    return web.json_response(ASYNCAPI_DOCUMENT)
+
+
 async def metrics(request: web.Request) -> web.Response:
     services: GatewayServices = request.app[SERVICES]
     return web.Response(body=services.render_metrics(), content_type="text/plain", charset="utf-8")
 
 
-_GET_ONLY = re.compile(r"/(health|ready|metrics)|/ws/notifications|/ws/[^/]*/[^/]*(/[^/]+)?")
+_GET_ONLY = re.compile(r"/(health|ready|metrics|asyncapi\.json)|/ws/notifications|/ws/[^/]*/[^/]*(/[^/]+)?")
 
 
 async def fallback(request: web.Request) -> web.Response:
@@ -542,6 +548,9 @@ async def fallback(request: web.Request) -> web.Response:
         return web.json_response({"message": "Method Not Allowed"}, status=405, headers={"Allow": "POST"})
     return web.json_response({"message": "Not Found"}, status=404)
 
+
+#: Built once: the catalogue does not change while the process runs.
+ASYNCAPI_DOCUMENT = document()
 
 SERVICES = web.AppKey("services", GatewayServices)
 SCHEDULER = web.AppKey("scheduler", WriteScheduler)
@@ -569,6 +578,7 @@ def create_app(
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/asyncapi.json", asyncapi_json)
     app.router.add_get("/ws/notifications", notifications_socket)  # before /ws/{entity}/{section}
     app.router.add_post("/broadcast", broadcast)
     # before the entity routes, which /ws/analytics/{scope}/{entity} would also match
