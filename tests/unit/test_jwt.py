@@ -1,4 +1,5 @@
-"""JwtVerifier: HMAC or RSA keys, exp/sub/roles rules, session ids, issuer and audience."""
+"""JwtVerifier: HMAC or RSA keys, exp/sub/roles rules, session ids, issuer and audience, and
+the HS256 fast path deciding every generated token exactly as PyJWT does."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mesaya_realtime.domain.errors import AuthError
 from mesaya_realtime.infrastructure.jwt_verifier import JwtVerifier, load_rsa_public_key
@@ -272,3 +275,59 @@ def test_a_bad_token_is_never_cached() -> None:
         with pytest.raises(AuthError):
             verifier.verify(forged)
     assert verifier._verified == {}
+
+
+# -- the HS256 fast path decides exactly as PyJWT does ------------------------------------------
+
+_NOW = int(time.time())
+_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.lists(st.text(max_size=5), max_size=3),
+)
+_times = st.one_of(st.integers(_NOW - 100, _NOW + 100), st.integers(0, 2**40), _values)
+_claims = st.fixed_dictionaries(
+    {},
+    optional={
+        "sub": st.one_of(st.text(min_size=0, max_size=8), _values),
+        "roles": st.one_of(st.lists(st.sampled_from(["USER", "OWNER", "ADMIN"]), max_size=2), _values),
+        "exp": _times,
+        "nbf": _times,
+        "iat": _times,
+        "jti": st.one_of(st.text(max_size=8), _values),
+        "sid": _values,
+    },
+)
+
+
+def _outcome(verifier: JwtVerifier, raw: str) -> object:
+    try:
+        principal = verifier.verify(raw)
+    except AuthError:
+        return "refused"
+    return (principal.user_id, principal.roles, principal.session_id, principal.expires_at)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _claims,
+    st.sampled_from([SECRET, SECRET + "-other"]),
+    st.sampled_from([{"typ": "JWT"}, {}, {"kid": "k1"}, {"typ": "JWT", "crit": ["x"]}]),
+    st.sampled_from(["HS256", "HS384"]),
+    st.booleans(),
+)
+def test_the_fast_path_decides_every_token_as_pyjwt_does(
+    body: dict[str, Any], key: str, headers: dict[str, Any], algorithm: str, require_exp: bool
+) -> None:
+    raw = jwt.encode(body, key, algorithm=algorithm, headers=headers or None)
+    fast = JwtVerifier(secret=SECRET, require_exp=require_exp)
+    slow = JwtVerifier(secret=SECRET, require_exp=require_exp)
+    slow._fast_key = None  # PyJWT alone
+    assert _outcome(fast, raw) == _outcome(slow, raw)
+    # A token tampered with after signing is refused by both.
+    head, payload, signature = raw.split(".")
+    for bad in (f"{head}.{payload}x.{signature}", f"{head}.{payload}.{signature[:-2]}", f"{head}.{payload}"):
+        assert _outcome(fast, bad) == _outcome(slow, bad)

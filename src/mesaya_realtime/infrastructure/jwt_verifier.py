@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import math
 import time
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -64,6 +68,12 @@ class JwtVerifier:
             raise ValueError("a JWT secret or public key is required")
         self._issuer = issuer or None
         self._audience = audience or None
+        #: The HS256 fast path (see :func:`_fast_hs256`): with a secret and no issuer or
+        #: audience to check; everything else goes through PyJWT.
+        self._fast_key = (
+            secret.encode() if secret and public_key is None and not issuer and not audience else None
+        )
+        self._require_exp = require_exp
         required = ["sub"]
         if require_exp:
             required.append("exp")
@@ -95,6 +105,10 @@ class JwtVerifier:
         return principal
 
     def _verify(self, token: str) -> Principal:
+        if self._fast_key is not None:
+            claims = _fast_hs256(token, self._fast_key, self._require_exp)
+            if claims is not None:
+                return principal_from_claims(claims, token)
         try:
             claims = jwt.decode(
                 token,
@@ -108,6 +122,50 @@ class JwtVerifier:
         except (jwt.PyJWTError, ValueError, TypeError) as error:
             raise AuthError() from error
         return principal_from_claims(claims, token)
+
+
+#: The header of nearly every HS256 token (``{"alg":"HS256","typ":"JWT"}``, in either key order).
+_HS256_HEADERS = frozenset(
+    base64.urlsafe_b64encode(orjson.dumps(header)).rstrip(b"=").decode()
+    for header in ({"alg": "HS256", "typ": "JWT"}, {"typ": "JWT", "alg": "HS256"})
+)
+
+
+def _fast_hs256(token: str, key: bytes, require_exp: bool) -> dict[str, Any] | None:
+    """The claims of a plain HS256 token whose signature is right, checked as PyJWT checks
+    them; None for anything else (a wrong signature too), which PyJWT then decides.
+
+    PyJWT spends ~60-100 µs on a token it has not seen; a handshake's whole budget is ~110 µs
+    (docs/BENCHMARKS.md "Handshakes"). This path accepts only what PyJWT would accept: the
+    canonical header, the canonical base64url signature of ``header.payload``, a JSON object
+    payload whose ``sub`` is a string, ``exp`` an integer if present, ``jti`` a string if
+    present, and no ``nbf``; the rest (and every refusal) is PyJWT's
+    (tests/unit/test_jwt.py compares both on generated tokens).
+    """
+    head, dot, rest = token.partition(".")
+    if not dot or head not in _HS256_HEADERS:
+        return None
+    body, dot, signature = rest.partition(".")
+    if not dot or "." in signature or not body:
+        return None
+    mac = hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(base64.urlsafe_b64encode(mac).rstrip(b"="), signature.encode()):
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    if not isinstance(claims, dict) or "nbf" in claims or not isinstance(claims.get("sub"), str):
+        return None
+    if "exp" in claims and type(claims["exp"]) is not int:
+        return None
+    if require_exp and "exp" not in claims:
+        return None
+    if "jti" in claims and not isinstance(claims["jti"], str):
+        return None
+    if "exp" in claims and claims["exp"] <= time.time() - LEEWAY_SECONDS:
+        return None  # expired: PyJWT says so (and counts the same refusal)
+    return claims
 
 
 def principal_from_claims(claims: dict[str, Any], token: str) -> Principal:
