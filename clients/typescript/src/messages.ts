@@ -1,3 +1,5 @@
+import { CLOSE_CODES } from "./generated.js";
+
 /**
  * The gateway's messages and commands, protocol v2 (docs/WEBSOCKET_ENDPOINTS.md "Protocol v2"
  * in the gateway's repository).
@@ -49,15 +51,9 @@ export interface ListQuery {
   filters?: Record<string, string>;
 }
 
-/** The close codes of protocol v2's refusals. */
+/** The close codes of protocol v2's refusals (generated from the gateway), and 1008. */
 export const CloseCode = {
-  badRequest: 4400,
-  unauthorized: 4401,
-  forbidden: 4403,
-  notFound: 4404,
-  authenticationTimeout: 4408,
-  tooManyConnections: 4429,
-  unavailable: 4503,
+  ...CLOSE_CODES,
   tokenExpired: 1008,
 } as const;
 
