@@ -25,6 +25,7 @@ from aiohttp import web
 from mesaya_realtime import __version__
 from mesaya_realtime.bootstrap import EventSource, build_gateway, configuration_problems
 from mesaya_realtime.config import (
+    DEFAULT_ALLOWED_ACTIONS,
     ConfigError,
     Settings,
     dotenv_names,
@@ -311,11 +312,19 @@ def asyncapi(root: str) -> int:
     from mesaya_realtime.interface.asyncapi import document, typescript
 
     base = Path(root)
-    text = yaml.safe_dump(document(), sort_keys=False, allow_unicode=True, width=100)
+    actions = default_actions()
+    text = yaml.safe_dump(document(actions), sort_keys=False, allow_unicode=True, width=100)
     (base / "docs" / "asyncapi.yaml").write_text(ASYNCAPI_HEADER + text, encoding="utf-8")
-    (base / "clients" / "typescript" / "src" / "generated.ts").write_text(typescript(), encoding="utf-8")
+    (base / "clients" / "typescript" / "src" / "generated.ts").write_text(
+        typescript(actions), encoding="utf-8"
+    )
     print("wrote docs/asyncapi.yaml and clients/typescript/src/generated.ts")
     return 0
+
+
+def default_actions() -> tuple[str, ...]:
+    """The event actions the generated description lists: ``WS_ALLOWED_ACTIONS``'s default."""
+    return tuple(DEFAULT_ALLOWED_ACTIONS.split(","))
 
 
 #: The first lines of docs/asyncapi.yaml.

@@ -54,6 +54,7 @@ from mesaya_realtime.infrastructure.selection_log import (
     KafkaSelectionLog,
 )
 from mesaya_realtime.infrastructure.workers import WorkerStatus, worker_identity
+from mesaya_realtime.interface.asyncapi import document as asyncapi_document
 from mesaya_realtime.interface.frames import text_frame
 from mesaya_realtime.interface.http import GatewayServices, create_app
 from mesaya_realtime.interface.server_log import install_parser_error_filter
@@ -425,6 +426,7 @@ def build_gateway(
         allowed_origins=settings.allowed_origins,
         max_connections=settings.ws_max_connections,
         auth_timeout=settings.ws_auth_timeout,
+        description=asyncapi_document(tuple(settings.allowed_actions), catalogue),
         render_metrics=metrics.render,
         readiness=lambda: gateway.readiness(),
         health=lambda: gateway.health(),

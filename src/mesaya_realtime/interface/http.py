@@ -15,7 +15,7 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from aiohttp import HttpVersion11, WSMsgType, web
@@ -34,7 +34,6 @@ from mesaya_realtime.application.usecases.sessions import PROTOCOL_V2, V1, Hello
 from mesaya_realtime.domain.analytics import key_of
 from mesaya_realtime.domain.catalogue import NOTIFICATIONS
 from mesaya_realtime.domain.errors import AuthError, InvalidPayload, OwnershipUnavailable, Refused
-from mesaya_realtime.interface.asyncapi import document
 from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
@@ -83,6 +82,8 @@ class GatewayServices:
     auth_timeout: float = 5.0
     #: v2 sockets upgraded and not yet admitted (they count against ``max_connections``).
     authenticating: int = 0
+    #: ``GET /asyncapi.json``: the AsyncAPI document of this node's routes (interface/asyncapi.py).
+    description: dict[str, object] = field(default_factory=dict)
 
 
 def _token_from(request: web.Request) -> str:
@@ -525,7 +526,8 @@ async def ready(request: web.Request) -> web.Response:
 
 async def asyncapi_json(request: web.Request) -> web.Response:
     """``GET /asyncapi.json``: the AsyncAPI 3.0 description of every route (docs/asyncapi.yaml)."""
-    return web.json_response(ASYNCAPI_DOCUMENT)
+    services: GatewayServices = request.app[SERVICES]
+    return web.json_response(services.description)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -548,9 +550,6 @@ async def fallback(request: web.Request) -> web.Response:
         return web.json_response({"message": "Method Not Allowed"}, status=405, headers={"Allow": "POST"})
     return web.json_response({"message": "Not Found"}, status=404)
 
-
-#: Built once: the catalogue does not change while the process runs.
-ASYNCAPI_DOCUMENT = document()
 
 SERVICES = web.AppKey("services", GatewayServices)
 SCHEDULER = web.AppKey("scheduler", WriteScheduler)
