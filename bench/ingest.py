@@ -51,6 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--core", type=int, action="append")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument(
+        "--no-journal", action="store_true", help="without the resume journal (as RESUME_MAX_AGE=0)"
+    )
     args = parser.parse_args()
     pin(args.core)
     settings = load_settings(
@@ -63,15 +66,20 @@ def main() -> None:
     )
     gateway = build_gateway(settings)
     ingest = gateway.ingest
+    if args.no_journal:
+        ingest.journal = None
     prepared = batches(20)
     record_bytes = sum(len(r.value or b"") for r in prepared[0]) / len(prepared[0])
     for batch in prepared[:5]:
         ingest.process(batch)
     events = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    passes = 0
     while time.process_time() - cpu0 < args.seconds:
+        passes += 1
+        shift = passes * 1_000_000  # the log moves on: every pass has offsets of its own
         for batch in prepared:
-            ingest.process(batch)
+            ingest.process([record._replace(offset=record.offset + shift) for record in batch])
             events += len(batch)
     cpu = time.process_time() - cpu0
     wall = time.perf_counter() - wall0

@@ -390,7 +390,7 @@ def build_gateway(
     # The gateway's own topic of pushes is read by the same consumer as the platform's.
     routes = {settings.broadcast_topic: lambda record: broadcasts.deliver(record.value)}
     ingest = EventIngest(dispatcher, catalogue, mapping, metrics, routes=routes, journal=journal)
-    resumes.decode = ingest.decode
+    resumes.decode = journal.decode = ingest.decode
     if settings.kafka_enabled:
         resumes.reader = KafkaRangeReader(settings.broker_list, max_age=settings.resume_max_age)
 

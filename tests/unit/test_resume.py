@@ -57,6 +57,7 @@ class World:
             allowed_actions=frozenset(ALLOWED),
         )
         self.ingest = EventIngest(EventDispatcher(context), CATALOGUE, MAPPING, journal=self.journal)
+        self.journal.decode = self.ingest.decode  # replays decode the kept bytes again
         self.offsets = dict.fromkeys(range(3), 0)
         for partition in range(3):
             self.ingest.process([Record(TABLES, partition, 0, None, start=True)])
@@ -296,6 +297,7 @@ def late_world() -> tuple[World, FakeLog, str]:
         late.journal, late.hub, max_events=50, clock=late.clock, reader=log, decode=late.ingest.decode
     )
     late.ingest.journal = late.journal
+    late.journal.decode = late.ingest.decode
     for partition in range(3):
         late.ingest.process([Record(TABLES, partition, 10, None, start=True)])
     late.offsets = dict.fromkeys(range(3), 10)

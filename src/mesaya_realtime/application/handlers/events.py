@@ -59,7 +59,7 @@ def deliver(event: DomainEvent, context: EventContext) -> None:
         return  # no socket entitled on this node: build nothing
     position = event.position
     # Protocol v2 sockets get the message with its cursor (built once, by the journal entry).
-    context.hub.publish(event.message(), recipients, v2=position.frame if position is not None else None)
+    context.hub.publish(event.message(), recipients, v2=position.live_frame if position is not None else None)
 
 
 def refresh_snapshots(event: DomainEvent, context: EventContext) -> None:
@@ -128,9 +128,16 @@ class EventJournal(Protocol):
 
     def advance(self, topic: str, partition: int, offset: int) -> bool: ...
 
-    def add(self, topic: str, partition: int, offset: int, event: DomainEvent, size: int) -> object: ...
+    def add(
+        self, topic: str, partition: int, offset: int, event: DomainEvent, raw: bytes | None
+    ) -> object: ...
+
+    def settle(self, entry: object) -> None: ...
 
     def processed(self) -> None: ...
+
+    @property
+    def keeps(self) -> bool: ...
 
 
 class SkipLog:
@@ -237,6 +244,8 @@ class EventIngest:
         skipped: dict[tuple[str, str], int] = {}
         routes = self.routes
         journal = self.journal
+        # RESUME_MAX_AGE=0 keeps no events (cursors still move): no resume, no journal cost.
+        keep = journal is not None and journal.keeps
         allowed = self.dispatcher.context.allowed_actions
         for record in records:
             if record.start:
@@ -265,14 +274,19 @@ class EventIngest:
                 skipped[key] = skipped.get(key, 0) + 1
                 self.skip_log.skipped(record, error.reason)
                 continue
-            if journaled and event.action in allowed:
+            entry = None
+            if journaled and keep and event.action in allowed:
                 assert journal is not None
-                event.position = journal.add(
-                    record.topic, record.partition, record.offset, event, len(record.value or b"")
+                entry = event.position = journal.add(
+                    record.topic, record.partition, record.offset, event, record.value
                 )
             if not self.dispatcher.dispatch(event):
                 key = (record.topic, "action not allowed")
                 skipped[key] = skipped.get(key, 0) + 1
+            if entry is not None:
+                assert journal is not None
+                event.position = None  # no cycle between the event and its entry
+                journal.settle(entry)
         if journal is not None:
             journal.processed()
         for topic, count in consumed.items():

@@ -25,8 +25,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
+from mesaya_realtime.application.handlers.events import Record
 from mesaya_realtime.application.ports.connections import Framer
 from mesaya_realtime.application.ports.log_reader import LogRangeReader, LogRangeUnavailable, RawRecord
 from mesaya_realtime.application.ports.metrics import Metrics, NullMetrics
@@ -154,9 +155,34 @@ class Positions:
 
 
 class JournalEntry:
-    """One delivered event in the journal; its v2 frame is built once, on first need."""
+    """One delivered event in the journal.
 
-    __slots__ = ("_frame", "_framer", "at", "event", "key", "offset", "seq", "size", "topic", "vector")
+    The decoded event is held only while it is being delivered (:meth:`settle` lets it go):
+    the journal keeps the record's bytes and what replay decides with (entity, scope, users,
+    topic), a few objects instead of an event's dozens, and no position vector (a replayed
+    frame's cursor is the resuming client's own, moved on by what it is sent). The message
+    without its cursor is encoded once, on first need, and shared: a frame is that text with
+    the cursor appended (the last key), framed.
+    """
+
+    __slots__ = (
+        "_body",
+        "_decode",
+        "_framer",
+        "_positions",
+        "at",
+        "buckets",
+        "event",
+        "key",
+        "offset",
+        "raw",
+        "scope",
+        "seq",
+        "size",
+        "spec",
+        "topic",
+        "users",
+    )
 
     def __init__(
         self,
@@ -165,39 +191,58 @@ class JournalEntry:
         offset: int,
         at: float,
         event: DomainEvent,
-        vector: Vector,
-        size: int,
+        raw: bytes | None,
+        positions: Positions,
         framer: Framer,
+        decode: Decode | None,
     ) -> None:
         self.seq = seq
         self.key = key
         self.offset = offset
         self.at = at
-        self.event = event
+        self.event: DomainEvent | None = event
+        self.spec = event.entity
+        self.scope = event.scope
+        self.users = event.users
         self.topic = event.topic
-        #: The node's position right after this event (what its cursor encodes).
-        self.vector = vector
-        self.size = size
+        self.buckets = buckets_of(event)
+        self.raw = raw
+        self.size = len(raw or b"") + _ENTRY_OVERHEAD
+        self._positions = positions
         self._framer = framer
-        self._frame = b""
+        self._decode = decode
+        self._body = b""
 
-    @property
-    def cursor(self) -> str:
-        return encode_cursor(int(self.at), self.vector)
+    def settle(self) -> None:
+        """Delivered: keep the bytes, let the decoded event go."""
+        if self._decode is not None:
+            self.event = None
 
-    def frame(self) -> bytes:
-        """The event's message with its cursor (the node's position at this event), framed;
-        encoded on the first v2 recipient, live or replayed, and shared by all."""
-        if not self._frame:
-            self._frame = self._framer(encode(replace(self.event.message(), cursor=self.cursor)))
-        return self._frame
+    def _encoded(self) -> bytes:
+        """The message's JSON without a cursor (``cursor`` is the last key when present)."""
+        if not self._body:
+            event = self.event
+            if event is None:
+                assert self._decode is not None
+                event = self._decode(Record(self.key[0], self.key[1], self.offset, self.raw))
+                if event is None:  # cannot be: the same bytes decoded before
+                    raise ValueError("journal entry no longer decodes")
+            self._body = encode(event.message())
+        return self._body
 
     def frame_with(self, cursor: str) -> bytes:
-        return self._framer(encode(replace(self.event.message(), cursor=cursor)))
+        """The message with ``cursor`` (only ``[0-9a-z.:;]``: nothing to escape), framed."""
+        body = self._encoded()
+        return self._framer(b'%s,"cursor":"%s"}' % (body[:-1], cursor.encode()))
+
+    def live_frame(self) -> bytes:
+        """The frame every v2 socket receives live: the node's cursor right after this event
+        (the ingest delivers each event right after moving the position past it)."""
+        return self.frame_with(self._positions.cursor(self.spec.name))
 
 
-#: What an entry costs beyond its record's bytes (objects, the decoded event, the frame).
-_ENTRY_OVERHEAD = 600
+#: What an entry costs beyond its record's bytes (the entry, its indexes, a frame once built).
+_ENTRY_OVERHEAD = 400
 
 
 class _Run:
@@ -264,12 +309,13 @@ class _Partition(_Run):
 Bucket = tuple[str, str]
 
 
-def buckets_of(event: DomainEvent) -> list[Bucket]:
+def buckets_of(event: DomainEvent) -> tuple[Bucket, ...]:
     entity = event.entity.name
-    found = [(entity, "")]
-    found += [(entity, f"s:{value}") for value in event.scope]
-    found += [(entity, f"u:{user}") for user in event.users]
-    return found
+    return (
+        (entity, ""),
+        *((entity, f"s:{value}") for value in event.scope),
+        *((entity, f"u:{user}") for user in event.users),
+    )
 
 
 class Journal:
@@ -290,7 +336,9 @@ class Journal:
         self.max_bytes = max_bytes
         self._framer = framer
         self._clock = clock
-        self._order: deque[tuple[JournalEntry, list[Bucket]]] = deque()
+        self._order: deque[JournalEntry] = deque()
+        #: Decodes an entry's bytes again for a replay (the ingest's); None keeps the events.
+        self.decode: Decode | None = None
         self._partitions: dict[Key, _Partition] = {}
         self._buckets: dict[Bucket, _Run] = {}
         self._seq = 0
@@ -302,6 +350,11 @@ class Journal:
 
     def __len__(self) -> int:
         return len(self._order)
+
+    @property
+    def keeps(self) -> bool:
+        """False with ``max_age`` 0 (``RESUME_MAX_AGE=0``): no event is journaled."""
+        return self.max_age > 0 and self.max_bytes > 0
 
     def processed(self) -> None:
         if self.on_processed is not None:
@@ -319,7 +372,14 @@ class Journal:
         if key not in self._partitions and self.positions.knows(topic):
             self._partitions[key] = _Partition(offset)
 
-    def add(self, topic: str, partition: int, offset: int, event: DomainEvent, size: int) -> JournalEntry:
+    def settle(self, entry: object) -> None:
+        """The entry's event has been delivered (see :meth:`JournalEntry.settle`)."""
+        if isinstance(entry, JournalEntry):
+            entry.settle()
+
+    def add(
+        self, topic: str, partition: int, offset: int, event: DomainEvent, raw: bytes | None
+    ) -> JournalEntry:
         """Journal an event being delivered (after :meth:`Positions.advance` of its record)."""
         key = (topic, partition)
         part = self._partitions.get(key)
@@ -327,24 +387,18 @@ class Journal:
             part = self._partitions[key] = _Partition(offset)
         now = self._clock()
         self._seq = seq = self._seq + 1
-        entry = JournalEntry(
-            seq,
-            key,
-            offset,
-            now,
-            event,
-            self.positions.vector(event.entity.name),
-            3 * size + _ENTRY_OVERHEAD,  # the decoded event is a few times its bytes
-            self._framer,
-        )
-        part.append(offset, entry)
-        buckets = buckets_of(event)
-        for bucket in buckets:
-            run = self._buckets.get(bucket)
+        entry = JournalEntry(seq, key, offset, now, event, raw, self.positions, self._framer, self.decode)
+        # The hot path of every event: the appends inlined.
+        part.entries.append(entry)
+        part.keys.append(offset)
+        buckets_index = self._buckets
+        for bucket in entry.buckets:
+            run = buckets_index.get(bucket)
             if run is None:
-                run = self._buckets[bucket] = _Run()
-            run.append(seq, entry)
-        self._order.append((entry, buckets))
+                run = buckets_index[bucket] = _Run()
+            run.entries.append(entry)
+            run.keys.append(seq)
+        self._order.append(entry)
         self.bytes += entry.size
         self._evict(now)
         return entry
@@ -352,11 +406,11 @@ class Journal:
     def _evict(self, now: float) -> None:
         order = self._order
         oldest = now - self.max_age
-        while order and (self.bytes > self.max_bytes + self.reserved or order[0][0].at < oldest):
-            entry, buckets = order.popleft()
+        while order and (self.bytes > self.max_bytes + self.reserved or order[0].at < oldest):
+            entry = order.popleft()
             self.bytes -= entry.size
             self._partitions[entry.key].drop_first()
-            for bucket in buckets:
+            for bucket in entry.buckets:
                 run = self._buckets[bucket]
                 run.drop_first()
                 if not run:
@@ -373,35 +427,28 @@ class Journal:
         meanwhile). Returns the bytes added, held in :attr:`reserved` (beyond ``max_bytes``) until
         :meth:`unreserve`: the resumes that waited for them run first."""
         usable = {key: span for key, span in ranges.items() if self.covered(key) == span[1]}
-        progress = {key: first for key, (first, _) in usable.items()}
-        oldest = self._order[0][0].at if self._order else self._clock()
-        fresh: list[tuple[JournalEntry, list[Bucket]]] = []
+        oldest = self._order[0].at if self._order else self._clock()
+        fresh: list[JournalEntry] = []
         for record, event in sorted(
             decoded, key=lambda pair: (pair[0].topic, pair[0].partition, pair[0].offset)
         ):
             key = (record.topic, record.partition)
             span = usable.get(key)
-            if span is None or not span[0] <= record.offset < span[1]:
+            if span is None or not span[0] <= record.offset < span[1] or event is None:
                 continue
-            progress[key] = record.offset + 1
-            if event is None:
-                continue
-            entity = event.entity.name
-            vector = tuple(
-                (other, progress.get(other, self.covered(other) or 0))
-                for other in self.positions.keys(entity)
+            entry = JournalEntry(
+                0, key, record.offset, oldest, event, record.value, self.positions, self._framer, self.decode
             )
-            size = 3 * len(record.value or b"") + _ENTRY_OVERHEAD
-            entry = JournalEntry(0, key, record.offset, oldest, event, vector, size, self._framer)
-            fresh.append((entry, buckets_of(event)))
-        low = self._order[0][0].seq if self._order else self._seq + 1
-        for index, (entry, _) in enumerate(fresh):
+            entry.settle()
+            fresh.append(entry)
+        low = self._order[0].seq if self._order else self._seq + 1
+        for index, entry in enumerate(fresh):
             entry.seq = low - len(fresh) + index
         for key, (first, _) in usable.items():
-            self._partitions[key].prepend(first, [(e.offset, e) for e, _ in fresh if e.key == key])
+            self._partitions[key].prepend(first, [(e.offset, e) for e in fresh if e.key == key])
         by_bucket: dict[Bucket, list[tuple[int, JournalEntry]]] = {}
-        for entry, buckets in fresh:
-            for bucket in buckets:
+        for entry in fresh:
+            for bucket in entry.buckets:
                 by_bucket.setdefault(bucket, []).append((entry.seq, entry))
         for bucket, items in by_bucket.items():
             run = self._buckets.get(bucket)
@@ -409,7 +456,7 @@ class Journal:
                 run = self._buckets[bucket] = _Run()
             run.prepend_items(items)
         self._order.extendleft(reversed(fresh))
-        added = sum(entry.size for entry, _ in fresh)
+        added = sum(entry.size for entry in fresh)
         self.bytes += added
         self.reserved += added
         return added
@@ -457,18 +504,6 @@ def _once(entries: Iterator[JournalEntry]) -> Iterator[JournalEntry]:
         if entry.seq != last:
             last = entry.seq
             yield entry
-
-
-def _covers(vector: Vector, wanted: Mapping[Key, int]) -> bool:
-    """True when ``vector`` is at or past ``wanted`` in every partition ``wanted`` names."""
-    seen = 0
-    for key, offset in vector:
-        want = wanted.get(key)
-        if want is not None:
-            if offset < want:
-                return False
-            seen += 1
-    return seen == len(wanted)
 
 
 def resumed_message(session: Session, recovered: bool, replayed: int, cursor: str) -> Message:
@@ -679,28 +714,22 @@ class ResumeService:
                 return None  # part of the gap is no longer journaled
             starts[key] = start
         frames: list[bytes] = []
-        wanted = cursor.positions
+        # The client's position, moved on by each event it is sent: in partition order, every
+        # event it may see before that one in its partition has been sent (or was before the
+        # cursor), so each replayed frame's cursor is a place to resume from again.
+        running = dict(starts)
+        running.update(cursor.positions)
+        keys = sorted(running)
         entitled = self.hub.entitled
         topics = session.topics
-        # Positions only grow along the journal: once an entry's position is at or past the
-        # cursor everywhere, so is every later one's.
-        covering = False
         for entry in self.journal.after(starts, self._buckets(session)):
-            event = entry.event
-            if entry.topic not in topics or not entitled(session, event.entity, event.scope, event.users):
+            if entry.topic not in topics or not entitled(session, entry.spec, entry.scope, entry.users):
                 continue
             if len(frames) >= self.max_events:
                 return None
-            vector = entry.vector
-            if covering or _covers(vector, wanted):
-                covering = True
-                frames.append(entry.frame())
-            else:
-                # This node was behind the cursor's node on another partition at this event:
-                # the client's position there is the cursor's, never less.
-                merged = dict(vector)
-                for key, offset in wanted.items():
-                    if merged.get(key, -1) < offset:
-                        merged[key] = offset
-                frames.append(entry.frame_with(encode_cursor(int(entry.at), sorted(merged.items()))))
+            if running[entry.key] <= entry.offset:
+                running[entry.key] = entry.offset + 1
+            frames.append(
+                entry.frame_with(encode_cursor(int(entry.at), [(key, running[key]) for key in keys]))
+            )
         return frames
