@@ -7,11 +7,13 @@
  */
 
 import { LiveCollection, type CollectionOptions, type Item } from "./collection.js";
+import type { SystemTopic, Topic } from "./generated.js";
 import { LiveSelections } from "./selections.js";
 import {
   CloseCode,
   FINAL_CLOSE_CODES,
   type ConnectedData,
+  type DataOf,
   type ErrorData,
   type ListQuery,
   type Message,
@@ -174,8 +176,16 @@ export class RealtimeClient {
     return this.#connected;
   }
 
-  /** Receive the messages of `topic` (`"*"`: every message). Returns the unsubscribe. */
-  on<Data = unknown>(topic: string, handler: (message: Message<Data>) => void): () => void {
+  /**
+   * Receive the messages of `topic` (`"*"`: every message). Topics are typed from the gateway's
+   * catalogue (`Topic`, `SystemTopic`, generated.ts), and so is `data` where the protocol fixes
+   * it (`DataOf`); any other string (a push's topic on the notifications socket) is accepted.
+   * Returns the unsubscribe.
+   */
+  on<T extends Topic | SystemTopic | "*" | (string & {})>(
+    topic: T,
+    handler: (message: Message<DataOf<T>>) => void,
+  ): () => void {
     let handlers = this.#handlers.get(topic);
     if (handlers === undefined) {
       handlers = new Set();

@@ -101,7 +101,7 @@ export class LiveCollection<T extends Item = Item> {
     // A resume that could not replay the gap, or a new socket that had no cursor to resume
     // from: the snapshot is stale, read it again.
     this.#stop.push(
-      client.on<{ recovered?: boolean }>("system.resumed", (message) => {
+      client.on("system.resumed", (message) => {
         if (!message.data?.recovered) void this.reload();
       }),
     );

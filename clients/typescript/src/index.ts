@@ -19,7 +19,10 @@ export { LiveSelections, type Hold } from "./selections.js";
 export {
   CloseCode,
   FINAL_CLOSE_CODES,
+  type AckData,
   type ConnectedData,
+  type DataOf,
+  type HoldData,
   type ErrorData,
   type ListQuery,
   type Message,

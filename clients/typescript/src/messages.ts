@@ -63,3 +63,33 @@ export const FINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
   CloseCode.forbidden,
   CloseCode.notFound,
 ]);
+
+/** `data` of `system.ack`. */
+export interface AckData {
+  action: string;
+  topic?: string;
+}
+
+/** `data` of `tables.selecting` (and, with `reason`, of `tables.released`). */
+export interface HoldData {
+  tableId: string;
+  sectionId: string;
+  selectedBy: string;
+  selectedAt?: string;
+  expiresAt?: string;
+  reason?: string;
+}
+
+/** The `data` a topic's messages carry, where the protocol fixes it (`unknown` elsewhere:
+ * an entity's events carry the platform's payloads as they are). */
+export type DataOf<T extends string> = T extends "system.connected"
+  ? ConnectedData
+  : T extends "system.resumed"
+    ? ResumedData
+    : T extends "system.ack"
+      ? AckData
+      : T extends "tables.selecting" | "tables.released"
+        ? HoldData
+        : T extends `${string}.error`
+          ? ErrorData
+          : unknown;

@@ -5,7 +5,7 @@
  */
 
 import type { RealtimeClient } from "./client.js";
-import type { Message } from "./messages.js";
+import type { HoldData, Message } from "./messages.js";
 
 export interface Hold {
   tableId: string;
@@ -22,8 +22,8 @@ export class LiveSelections {
   #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(client: RealtimeClient) {
-    this.#stop.push(client.on<Hold>("tables.selecting", (message) => this.#selecting(message)));
-    this.#stop.push(client.on<Hold>("tables.released", (message) => this.#released(message)));
+    this.#stop.push(client.on("tables.selecting", (message) => this.#selecting(message)));
+    this.#stop.push(client.on("tables.released", (message) => this.#released(message)));
     // A new socket greets with the current holds: those it does not list again are over.
     this.#stop.push(
       client.on("system.connected", () => {
@@ -54,14 +54,21 @@ export class LiveSelections {
     if (this.#timer !== null) clearTimeout(this.#timer);
   }
 
-  #selecting(message: Message<Hold>): void {
-    const hold = message.data;
-    if (hold?.tableId === undefined) return;
+  #selecting(message: Message<HoldData>): void {
+    const data = message.data;
+    if (data?.tableId === undefined || data.expiresAt === undefined) return;
+    const hold: Hold = {
+      tableId: data.tableId,
+      sectionId: data.sectionId,
+      selectedBy: data.selectedBy,
+      selectedAt: data.selectedAt ?? "",
+      expiresAt: data.expiresAt,
+    };
     this.#holds.set(hold.tableId, hold);
     this.#changed();
   }
 
-  #released(message: Message<Hold>): void {
+  #released(message: Message<HoldData>): void {
     const tableId = message.data?.tableId;
     if (tableId !== undefined && this.#holds.delete(tableId)) this.#changed();
   }

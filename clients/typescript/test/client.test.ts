@@ -170,3 +170,25 @@ test("handlers get their topic's messages; close() rejects what is pending and s
   await tick(60);
   assert.equal(FakeSocket.sockets.length, 1);
 });
+
+test("topics and their fixed payloads are typed (checked by tsc when the tests build)", async () => {
+  const { rt, socket } = client();
+  socket().open();
+  await tick();
+  const got: boolean[] = [];
+  rt.on("system.resumed", (message) => {
+    const recovered: boolean | undefined = message.data?.recovered;
+    // @ts-expect-error: recovered is a boolean, not a number
+    const wrong: number | undefined = message.data?.recovered;
+    void wrong;
+    got.push(recovered ?? false);
+  });
+  rt.on("tables.error", (message) => {
+    const code: string | undefined = message.data?.code;
+    void code;
+  });
+  socket().connected();
+  socket().reply({ topic: "system.resumed", entity: "system", action: "resumed", data: { recovered: true } });
+  assert.deepEqual(got, [true]);
+  rt.close();
+});

@@ -98,7 +98,12 @@ export class RealtimeClient {
     get connected() {
         return this.#connected;
     }
-    /** Receive the messages of `topic` (`"*"`: every message). Returns the unsubscribe. */
+    /**
+     * Receive the messages of `topic` (`"*"`: every message). Topics are typed from the gateway's
+     * catalogue (`Topic`, `SystemTopic`, generated.ts), and so is `data` where the protocol fixes
+     * it (`DataOf`); any other string (a push's topic on the notifications socket) is accepted.
+     * Returns the unsubscribe.
+     */
     on(topic, handler) {
         let handlers = this.#handlers.get(topic);
         if (handlers === undefined) {

@@ -37,9 +37,16 @@ export class LiveSelections {
             clearTimeout(this.#timer);
     }
     #selecting(message) {
-        const hold = message.data;
-        if (hold?.tableId === undefined)
+        const data = message.data;
+        if (data?.tableId === undefined || data.expiresAt === undefined)
             return;
+        const hold = {
+            tableId: data.tableId,
+            sectionId: data.sectionId,
+            selectedBy: data.selectedBy,
+            selectedAt: data.selectedAt ?? "",
+            expiresAt: data.expiresAt,
+        };
         this.#holds.set(hold.tableId, hold);
         this.#changed();
     }
