@@ -383,3 +383,55 @@ async def test_a_node_started_after_the_gap_reads_it_from_kafka_once_for_every_r
         await client.close()
     metrics = ks.scrape(b.url)
     assert metrics.total("mesaya_resume_log_reads_total", outcome="read") == 1  # one read, shared
+
+
+async def test_a_resume_replays_no_private_event_of_another_user_or_restaurant(
+    kafka_brokers: str,
+    upstream: RecordingUpstream,
+    start_gateway: Callable[..., GatewayProcess],
+    http: aiohttp.ClientSession,
+) -> None:
+    """Reservations are a restaurant's private data: a USER's resume replays only their own,
+    an OWNER's only their restaurant's. Each socket's own event comes last: the sentinel that
+    shows the others had been read and were left out."""
+    node = start_gateway(v2_node(upstream, kafka_brokers), ready=True)
+    p = unique("pv")
+    r1, r2, u1, u2, owner = f"{p}-r1", f"{p}-r2", f"{p}-u1", f"{p}-u2", f"{p}-o2"
+    upstream.own(owner, r2)
+    sockets = {
+        "user": f"/ws/reservations/{r1}/{make_token(u1, ['USER'])}",
+        "owner": f"/ws/reservations/{r2}/{make_token(owner, ['OWNER'])}",
+    }
+    cursors = {}
+    for name, path in sockets.items():
+        client = await V2Client.connect(http, node.ws_url + path, p)
+        assert (await client.next())["topic"] == "system.connected"
+        await client.ws.send_str('{"action":"ping"}')
+        cursors[name] = (await client.next())["cursor"]  # the pong's: the position now
+        await client.close()
+    watcher = await EventClient.connect(
+        http, node.ws_url, "reservations", "*", make_token("root", ["ADMIN"]), prefix=p
+    )
+    producer = EventProducer(kafka_brokers)
+    events = [
+        ks.reservation_event("created", f"{p}-res-u2", r1, u2),  # another user, same restaurant
+        ks.reservation_event("created", f"{p}-res-r1", r1, f"{p}-u3"),  # r1: not the owner's restaurant
+        ks.reservation_event("created", f"{p}-res-u1", r1, u1),  # the user's own: its sentinel
+        ks.reservation_event("created", f"{p}-res-r2", r2, f"{p}-u4"),  # the owner's: its sentinel
+    ]
+    for payload, _ in events:
+        producer.send("mesa-ya.reservations.events", payload, partition=0)
+    producer.flush()
+    seen = [(await watcher.next_event())["resourceId"] for _ in events]  # the node read them all
+    assert seen == [f"{p}-res-u2", f"{p}-res-r1", f"{p}-res-u1", f"{p}-res-r2"]
+    await watcher.close()
+    expected = {"user": [f"{p}-res-u1"], "owner": [f"{p}-res-r2"]}
+    for name, path in sockets.items():
+        back = await V2Client.connect(http, f"{node.ws_url}{path}?since={cursors[name]}", p)
+        assert (await back.next())["topic"] == "system.connected"
+        replayed = []
+        while (message := await back.next())["topic"] != "system.resumed":
+            replayed.append(message["resourceId"])
+        assert replayed == expected[name], name
+        assert message["data"] == {"recovered": True, "replayed": 1}
+        await back.close()
