@@ -4,6 +4,10 @@ and metrics.
 ``GET /ws/{entity}/{section}[/{token}]`` runs the pre-upgrade checks of reference §2.2 and
 answers refusals as ``{"message": "..."}`` with the reference's status codes;
 ``GET /ws/notifications`` those of §2.3 (docs/WEBSOCKET_ENDPOINTS.md).
+
+Every socket route runs one driver (:func:`drive_socket`) over a :class:`SocketRequest`: here
+aiohttp's request; for the entity route, usually the front door's (interface/front_door.py),
+which upgrades without aiohttp's per-request machinery (docs/ARCHITECTURE.md "The front door").
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import hmac
 import logging
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from aiohttp import HttpVersion11, WSMsgType, web
@@ -38,11 +43,12 @@ from mesaya_realtime.interface.masking import MaskedFramesOnly
 from mesaya_realtime.interface.websocket import (
     ExpiryHeap,
     SocketConnection,
+    WebSocketLike,
     WriteScheduler,
     serve_session,
 )
 
-__all__ = ["GatewayServices", "create_app"]
+__all__ = ["GatewayServices", "SocketRequest", "create_app", "drive_socket", "entity_gate"]
 
 log = logging.getLogger(__name__)
 _REFUSALS = RateLimitedLog(log)
@@ -86,7 +92,41 @@ class GatewayServices:
     description: dict[str, object] = field(default_factory=dict)
 
 
-def _token_from(request: web.Request) -> str:
+class SocketRequest(Protocol):
+    """A socket request as :func:`drive_socket` sees it, whoever parsed it."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def query(self) -> Mapping[str, str]: ...
+
+    @property
+    def match_info(self) -> Mapping[str, str]: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def remote(self) -> str | None: ...
+
+    @property
+    def expiries(self) -> ExpiryHeap: ...
+
+    def is_upgrade(self, v2: bool) -> bool:
+        """RFC 6455 §4.2.1: an HTTP/1.1 GET with the upgrade headers."""
+
+    async def refuse(self, status: int, message: str) -> None:
+        """Protocol v1's refusal: ``{"message": ...}`` with ``status``, before any upgrade."""
+
+    async def upgrade(self, v2: bool) -> tuple[WebSocketLike, SocketConnection] | None:
+        """Answer 101 (selecting ``mesaya.v2`` when ``v2``); None when the client is gone."""
+
+    def finished(self) -> None:
+        """The socket's session has ended."""
+
+
+def _token_from(request: SocketRequest | web.Request) -> str:
     token = request.match_info.get("token", "").strip()
     if token:
         return token
@@ -96,7 +136,9 @@ def _token_from(request: web.Request) -> str:
     return _bearer(request)
 
 
-def _refusal_seen(request: web.Request, services: GatewayServices, status: int, message: str) -> None:
+def _refusal_seen(
+    request: SocketRequest | web.Request, services: GatewayServices, status: int, message: str
+) -> None:
     """A refused socket, counted and logged (never the token; rate-limited per status and
     reason, so a reconnect storm writes a line per kind per 10 s)."""
     services.metrics.handshake_rejected(status)
@@ -116,14 +158,14 @@ def _reject(request: web.Request, services: GatewayServices, status: int, messag
     return web.json_response({"message": message}, status=status)
 
 
-def _without_token(request: web.Request) -> str:
+def _without_token(request: SocketRequest | web.Request) -> str:
     """The request's path as logged: a token in the path is replaced by ``<token>``."""
     token = request.match_info.get("token", "")
     path = request.path
     return path.replace(token, "<token>") if token else path
 
 
-def _node_refusal(services: GatewayServices, request: web.Request) -> Refused | None:
+def _node_refusal(services: GatewayServices, request: SocketRequest) -> Refused | None:
     """The checks every socket route makes first: the origin allow-list, the node's limit
     (sockets still authenticating count)."""
     if services.allowed_origins:
@@ -153,7 +195,7 @@ def _websocket(services: GatewayServices, v2: bool = False) -> web.WebSocketResp
 _V2_PROTOCOLS = (PROTOCOL_V2,)
 
 
-def _wants_v2(request: web.Request) -> bool:
+def _wants_v2(request: SocketRequest) -> bool:
     """True when the client offers the ``mesaya.v2`` subprotocol."""
     offered = request.headers.get("Sec-WebSocket-Protocol", "")
     return bool(offered) and PROTOCOL_V2 in (part.strip() for part in offered.split(","))
@@ -172,7 +214,7 @@ Admission = Callable[[], Awaitable[Opener]]
 Gate = Callable[[str], Awaitable[Admission]]
 
 
-async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.StreamResponse:
+async def drive_socket(request: SocketRequest, services: GatewayServices, url_token: str, gate: Gate) -> None:
     """One socket route, in both protocols (docs/WEBSOCKET_ENDPOINTS.md "Protocol v2").
 
     v1 refuses before the upgrade, with an HTTP status and ``{"message": ...}``. v2 upgrades
@@ -180,32 +222,33 @@ async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.Strea
     refuses with a close frame (4000 + the status, or the refusal's own code) whose reason is
     the same message, which browser JavaScript can read.
     """
-    services: GatewayServices = request.app[SERVICES]
     if not _wants_v2(request):
         try:
             refused = _node_refusal(services, request)
             if refused is not None:
                 raise refused
             admission = await gate(url_token)
-            ws = _websocket(services)
-            if _not_an_upgrade(request, ws):
-                return _reject(request, services, 400, "Bad Request")
+            if not request.is_upgrade(False):
+                await request.refuse(400, "Bad Request")
+                return
             opener = await admission()
         except Refused as rejected:
-            return _reject(request, services, rejected.status, rejected.message)
-        connection = await _upgrade(request, ws, services)
-        if connection is None:
-            return ws
-        return await _run(request, ws, services, connection, opener, V1)
-    ws = _websocket(services, v2=True)
-    if _not_an_upgrade(request, ws):
-        return _reject(request, services, 400, "Bad Request")
+            await request.refuse(rejected.status, rejected.message)
+            return
+        upgraded = await request.upgrade(False)
+        if upgraded is not None:
+            await _run(request, services, *upgraded, opener, V1)
+        return
+    if not request.is_upgrade(True):
+        await request.refuse(400, "Bad Request")
+        return
     refused = _node_refusal(services, request)
     services.authenticating += 1
     try:
-        connection = await _upgrade(request, ws, services)
-        if connection is None:
-            return ws
+        upgraded = await request.upgrade(True)
+        if upgraded is None:
+            return
+        ws, connection = upgraded
         try:
             if refused is not None:
                 raise refused
@@ -214,7 +257,7 @@ async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.Strea
             if not token:
                 first = await _first_frame(ws, services.auth_timeout)
                 if first is None:
-                    return ws  # the client went away
+                    return  # the client went away
                 token, sent = first
                 hello = Hello(v2=True, since=sent.since or hello.since, request_id=sent.request_id)
             opener = await (await gate(token))()
@@ -225,17 +268,84 @@ async def _socket(request: web.Request, url_token: str, gate: Gate) -> web.Strea
         except Refused as rejected:
             _refusal_seen(request, services, rejected.status, rejected.message)
             await _close(ws, rejected.close_code, rejected.message)
-            return ws
+            return
     finally:
         services.authenticating -= 1
-    return await _run(request, ws, services, connection, opener, hello)
+    await _run(request, services, ws, connection, opener, hello)
+
+
+class _AiohttpSocket:
+    """:class:`SocketRequest` over aiohttp's request; ``response`` is what the handler returns."""
+
+    __slots__ = ("_request", "_services", "response", "ws")
+
+    def __init__(self, request: web.Request, services: GatewayServices) -> None:
+        self._request = request
+        self._services = services
+        self.ws: web.WebSocketResponse | None = None
+        self.response: web.StreamResponse | None = None
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._request.headers
+
+    @property
+    def query(self) -> Mapping[str, str]:
+        return self._request.query
+
+    @property
+    def match_info(self) -> Mapping[str, str]:
+        return self._request.match_info
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def remote(self) -> str | None:
+        return self._request.remote
+
+    @property
+    def expiries(self) -> ExpiryHeap:
+        return self._request.app[EXPIRIES]
+
+    def is_upgrade(self, v2: bool) -> bool:
+        self.ws = ws = _websocket(self._services, v2)
+        return not _not_an_upgrade(self._request, ws)
+
+    async def refuse(self, status: int, message: str) -> None:
+        self.response = _reject(self._request, self._services, status, message)
+
+    async def upgrade(self, v2: bool) -> tuple[WebSocketLike, SocketConnection] | None:
+        ws = self.ws
+        assert ws is not None  # is_upgrade came first
+        self.response = ws
+        connection = await _upgrade(self._request, ws, self._services)
+        return None if connection is None else (ws, connection)
+
+    def finished(self) -> None:
+        # aiohttp keeps the heartbeat's data callback (a bound method of ``ws``) on the
+        # protocol after the socket ends: protocol -> ws -> request -> protocol, a cycle that
+        # only a full collection frees. Dropped here, a closed socket's objects go at once.
+        protocol = self._request.protocol
+        if getattr(protocol, "_data_received_cb", None) is not None:
+            protocol._data_received_cb = None
+
+
+async def _handle(request: web.Request, url_token: str, gate: Gate) -> web.StreamResponse:
+    """An aiohttp handler's run of :func:`drive_socket`."""
+    services: GatewayServices = request.app[SERVICES]
+    adapter = _AiohttpSocket(request, services)
+    await drive_socket(adapter, services, url_token, gate)
+    assert adapter.response is not None  # every path refuses or upgrades
+    return adapter.response
 
 
 #: Close code of a v2 socket whose ``authenticate`` frame did not come in time.
 AUTH_TIMEOUT_CLOSE = 4408
 
 
-async def _first_frame(ws: web.WebSocketResponse, within: float) -> tuple[str, Hello] | None:
+async def _first_frame(ws: WebSocketLike, within: float) -> tuple[str, Hello] | None:
     """The token (and resume cursor) of a v2 socket's first frame, ``{"action":
     "authenticate", "payload": {"token": ..., "since"?: ...}, "requestId"?: ...}``; None when
     the client closed first. Anything else is refused (4401), and so is silence (4408)."""
@@ -264,15 +374,14 @@ async def _first_frame(ws: web.WebSocketResponse, within: float) -> tuple[str, H
     return token.strip(), Hello(v2=True, since=since.strip(), request_id=envelope.request_id)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: str) -> None:
+async def _close(ws: WebSocketLike, code: int, reason: str) -> None:
     """Close a refused v2 socket; a client that does not answer the close is not waited for."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()), 2.0)
 
 
-async def entity_socket(request: web.Request) -> web.StreamResponse:
-    services: GatewayServices = request.app[SERVICES]
-    raw_entity, raw_section = request.match_info["entity"], request.match_info["section"]
+def entity_gate(services: GatewayServices, raw_entity: str, raw_section: str) -> Gate:
+    """The entity route's checks (reference §2.2), for :func:`drive_socket`."""
 
     async def gate(token: str) -> Admission:
         spec, principal = services.connect.authorize(raw_entity, raw_section, token)
@@ -287,7 +396,13 @@ async def entity_socket(request: web.Request) -> web.StreamResponse:
 
         return admission
 
-    return await _socket(request, _token_from(request), gate)
+    return gate
+
+
+async def entity_socket(request: web.Request) -> web.StreamResponse:
+    services: GatewayServices = request.app[SERVICES]
+    gate = entity_gate(services, request.match_info["entity"], request.match_info["section"])
+    return await _handle(request, _token_from(request), gate)
 
 
 async def notifications_socket(request: web.Request) -> web.StreamResponse:
@@ -322,7 +437,7 @@ async def notifications_socket(request: web.Request) -> web.StreamResponse:
 
         return admission
 
-    return await _socket(request, request.query.get("token", "").strip() or _bearer(request), gate)
+    return await _handle(request, request.query.get("token", "").strip() or _bearer(request), gate)
 
 
 async def analytics_socket(request: web.Request) -> web.StreamResponse:
@@ -359,10 +474,10 @@ async def analytics_socket(request: web.Request) -> web.StreamResponse:
 
         return admission
 
-    return await _socket(request, _token_from(request), gate)
+    return await _handle(request, _token_from(request), gate)
 
 
-def _bearer(request: web.Request) -> str:
+def _bearer(request: SocketRequest | web.Request) -> str:
     header = request.headers.get("Authorization", "")
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
@@ -388,13 +503,13 @@ async def _upgrade(
 
 
 async def _run(
-    request: web.Request,
-    ws: web.WebSocketResponse,
+    request: SocketRequest,
     services: GatewayServices,
+    ws: WebSocketLike,
     connection: SocketConnection,
     opener: Opener,
     hello: Hello,
-) -> web.StreamResponse:
+) -> None:
     """Open the session (the application's lifecycle), run it, close it."""
     session = opener(connection, hello)
     try:
@@ -405,7 +520,7 @@ async def _run(
             services.commands,
             services.metrics,
             services.max_inflight_commands,
-            request.app[EXPIRIES],
+            request.expiries,
         )
     finally:
         await services.sockets.close(session)
@@ -416,12 +531,7 @@ async def _run(
             code=ws.close_code,
             remote=request.remote or "",
         )
-        # aiohttp keeps the heartbeat's data callback (a bound method of ``ws``) on the
-        # protocol after the socket ends: protocol -> ws -> request -> protocol, a cycle that
-        # only a full collection frees. Dropped here, a closed socket's objects go at once.
-        if getattr(request.protocol, "_data_received_cb", None) is not None:
-            request.protocol._data_received_cb = None
-    return ws
+        request.finished()
 
 
 def _require_masked_frames(

@@ -13,10 +13,10 @@ import contextlib
 import heapq
 import logging
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from mesaya_realtime.application.ports.metrics import Metrics
 from mesaya_realtime.application.usecases.commands import LATER, CommandService, Envelope
@@ -25,7 +25,7 @@ from mesaya_realtime.domain.errors import InvalidPayload
 from mesaya_realtime.domain.messages import Message, encode
 from mesaya_realtime.interface.frames import text_frame
 
-__all__ = ["ExpiryHeap", "SocketConnection", "WriteScheduler", "serve_session"]
+__all__ = ["ExpiryHeap", "SocketConnection", "WebSocketLike", "WriteScheduler", "serve_session"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,19 @@ _ABORT_AFTER_CLOSE = 5.0
 _ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
 #: Frames one socket may have answered before it lets the other sockets' work run.
 _FRAMES_PER_TURN = 32
+
+
+class WebSocketLike(Protocol):
+    """What the driver and :class:`SocketConnection` use of an upgraded socket: aiohttp's
+    ``WebSocketResponse``, or the front door's ``DirectWebSocket``
+    (interface/front_door.py)."""
+
+    @property
+    def close_code(self) -> int | None: ...
+
+    async def receive(self) -> Any: ...
+
+    async def close(self, *, code: int = 1000, message: bytes = b"") -> bool: ...
 
 
 class WriteScheduler:
@@ -61,7 +74,7 @@ class WriteScheduler:
 
 
 class SocketConnection:
-    """Implements the application's ``Connection`` port over an aiohttp WebSocket."""
+    """Implements the application's ``Connection`` port over an upgraded socket."""
 
     __slots__ = (
         "_metrics",
@@ -75,7 +88,7 @@ class SocketConnection:
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: WebSocketLike,
         transport: asyncio.Transport,
         scheduler: WriteScheduler,
         buffer_limit: int,
@@ -140,7 +153,7 @@ def _ignore_result(task: asyncio.Future[None]) -> None:
 
 
 async def serve_session(
-    ws: web.WebSocketResponse,
+    ws: WebSocketLike,
     session: Session,
     connection: SocketConnection,
     commands: CommandService,
