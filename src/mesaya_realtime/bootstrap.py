@@ -11,7 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -56,6 +56,7 @@ from mesaya_realtime.infrastructure.selection_log import (
 from mesaya_realtime.infrastructure.workers import WorkerStatus, worker_identity
 from mesaya_realtime.interface.asyncapi import document as asyncapi_document
 from mesaya_realtime.interface.frames import text_frame
+from mesaya_realtime.interface.front_door import FrontDoorSite
 from mesaya_realtime.interface.http import GatewayServices, create_app
 from mesaya_realtime.interface.server_log import install_parser_error_filter
 
@@ -246,13 +247,21 @@ class Gateway:
             timeout_ceil_threshold=_NO_TIMER_ROUNDING,
         )
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.settings.host,
-            self.settings.port,
-            backlog=4096,
-            reuse_address=True,
-            reuse_port=self.worker is not None,  # the workers share the port (SO_REUSEPORT)
+        listening: dict[str, Any] = {
+            "backlog": 4096,
+            "reuse_address": True,
+            "reuse_port": self.worker is not None,  # the workers share the port (SO_REUSEPORT)
+        }
+        site = (
+            FrontDoorSite(
+                self._runner,
+                self.settings.host,
+                self.settings.port,
+                handshake_timeout=self.settings.ws_handshake_timeout,
+                **listening,
+            )
+            if self.settings.ws_front_door
+            else web.TCPSite(self._runner, self.settings.host, self.settings.port, **listening)
         )
         try:
             await site.start()

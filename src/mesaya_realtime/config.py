@@ -161,6 +161,9 @@ class Settings(BaseSettings):
     ws_max_connections: int = Field(default=0, ge=0)
     ws_max_topics_per_socket: int = Field(default=64, ge=1)
     ws_handshake_timeout: float = 10.0
+    #: Entity-socket upgrades answered by the front door (interface/front_door.py) instead of
+    #: aiohttp's request machinery; false sends every request through aiohttp.
+    ws_front_door: bool = True
     #: Seconds a protocol v2 socket has to authenticate in its first frame (then 4408).
     ws_auth_timeout: float = Field(default=5.0, gt=0)
     #: Seconds between moves of surviving objects out of the collector's reach (0: CPython's

@@ -48,7 +48,20 @@ from mesaya_realtime.interface.websocket import (
     serve_session,
 )
 
-__all__ = ["GatewayServices", "SocketRequest", "create_app", "drive_socket", "entity_gate"]
+__all__ = [
+    "EXPIRIES",
+    "PROTOCOL_ERROR_CLOSE",
+    "SCHEDULER",
+    "SERVICES",
+    "GatewayServices",
+    "SocketRequest",
+    "create_app",
+    "drive_socket",
+    "entity_gate",
+    "heartbeat_of",
+    "refusal_seen",
+    "token_from",
+]
 
 log = logging.getLogger(__name__)
 _REFUSALS = RateLimitedLog(log)
@@ -126,7 +139,7 @@ class SocketRequest(Protocol):
         """The socket's session has ended."""
 
 
-def _token_from(request: SocketRequest | web.Request) -> str:
+def token_from(request: SocketRequest | web.Request) -> str:
     token = request.match_info.get("token", "").strip()
     if token:
         return token
@@ -136,7 +149,7 @@ def _token_from(request: SocketRequest | web.Request) -> str:
     return _bearer(request)
 
 
-def _refusal_seen(
+def refusal_seen(
     request: SocketRequest | web.Request, services: GatewayServices, status: int, message: str
 ) -> None:
     """A refused socket, counted and logged (never the token; rate-limited per status and
@@ -154,7 +167,7 @@ def _refusal_seen(
 
 def _reject(request: web.Request, services: GatewayServices, status: int, message: str) -> web.Response:
     """A refusal before the upgrade (protocol v1), answered in JSON."""
-    _refusal_seen(request, services, status, message)
+    refusal_seen(request, services, status, message)
     return web.json_response({"message": message}, status=status)
 
 
@@ -177,15 +190,19 @@ def _node_refusal(services: GatewayServices, request: SocketRequest) -> Refused 
     return None
 
 
+def heartbeat_of(services: GatewayServices) -> float:
+    """A socket's heartbeat period: ``WS_HEARTBEAT``, up to a fifth shorter, differently per
+    socket. Sockets opened together (a reconnect storm, a benchmark) would otherwise all be
+    pinged in the same loop turn, every period (10,000 pings held the loop ~200 ms in the soak)."""
+    return services.heartbeat * (1.0 - _HEARTBEAT_JITTER * random.random())
+
+
 def _websocket(services: GatewayServices, v2: bool = False) -> web.WebSocketResponse:
     return web.WebSocketResponse(
         # aiohttp refuses a message of exactly max_msg_size; gorilla's read limit (and ours)
         # accepts up to and including the limit, and refuses one byte more with 1009.
         max_msg_size=services.max_message_bytes + 1,
-        # Up to a fifth shorter, differently per socket: sockets opened together (a reconnect
-        # storm, a benchmark) would otherwise all be pinged in the same loop turn, every
-        # period (10,000 pings held the loop ~200 ms in the soak).
-        heartbeat=services.heartbeat * (1.0 - _HEARTBEAT_JITTER * random.random()),
+        heartbeat=heartbeat_of(services),
         compress=False,
         autoping=True,
         protocols=_V2_PROTOCOLS if v2 else (),
@@ -266,7 +283,7 @@ async def drive_socket(request: SocketRequest, services: GatewayServices, url_to
                 # This node may be a little behind the one that issued the cursor.
                 await resumes.prepare(hello.since)
         except Refused as rejected:
-            _refusal_seen(request, services, rejected.status, rejected.message)
+            refusal_seen(request, services, rejected.status, rejected.message)
             await _close(ws, rejected.close_code, rejected.message)
             return
     finally:
@@ -402,7 +419,7 @@ def entity_gate(services: GatewayServices, raw_entity: str, raw_section: str) ->
 async def entity_socket(request: web.Request) -> web.StreamResponse:
     services: GatewayServices = request.app[SERVICES]
     gate = entity_gate(services, request.match_info["entity"], request.match_info["section"])
-    return await _handle(request, _token_from(request), gate)
+    return await _handle(request, token_from(request), gate)
 
 
 async def notifications_socket(request: web.Request) -> web.StreamResponse:
@@ -474,7 +491,7 @@ async def analytics_socket(request: web.Request) -> web.StreamResponse:
 
         return admission
 
-    return await _handle(request, _token_from(request), gate)
+    return await _handle(request, token_from(request), gate)
 
 
 def _bearer(request: SocketRequest | web.Request) -> str:
@@ -681,6 +698,8 @@ def create_app(
         # Going away (1001): clients reconnect, through the load balancer, to another node.
         for session in services.hub.all_sessions():
             session.connection.close(1001, "server shutting down")
+        # aiohttp waits for its own handlers; the front door's sockets are waited for here.
+        await services.sockets.settled(5.0)
 
     app.on_startup.append(start_scheduler)
     app.on_shutdown.append(close_sockets)

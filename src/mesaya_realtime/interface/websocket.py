@@ -77,6 +77,7 @@ class SocketConnection:
     """Implements the application's ``Connection`` port over an upgraded socket."""
 
     __slots__ = (
+        "_fresh",
         "_metrics",
         "_pending",
         "_scheduler",
@@ -93,11 +94,18 @@ class SocketConnection:
         scheduler: WriteScheduler,
         buffer_limit: int,
         metrics: Metrics,
+        preamble: bytes = b"",
     ) -> None:
         self._ws = ws
         self.transport = transport
         self._scheduler = scheduler
         self._pending: list[bytes] = []
+        #: True while ``preamble`` (an upgrade's 101, written with the first frames in one
+        #: system call) is unsent: a close writes it first.
+        self._fresh = bool(preamble)
+        if preamble:
+            self._pending.append(preamble)
+            scheduler.mark(self)
         self._metrics = metrics
         self.buffer_limit = buffer_limit
         self.closed = False
@@ -120,6 +128,7 @@ class SocketConnection:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
+        self._fresh = False
         transport = self.transport
         if transport.is_closing():
             self.closed = True
@@ -133,6 +142,10 @@ class SocketConnection:
         if self.closed:
             return
         self.closed = True
+        if self._fresh:
+            self._fresh = False
+            if not self.transport.is_closing():
+                self.transport.write(self._pending[0])  # the 101 before the close frame
         self._pending.clear()
         task = asyncio.ensure_future(self._close(code, reason))
         task.add_done_callback(_ignore_result)

@@ -8,7 +8,9 @@ socket kind does on open and close is here, with the features' hooks in their li
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable, Sequence
 
 from mesaya_realtime.application.ports.connections import Connection
@@ -42,6 +44,18 @@ class SocketLifecycle:
         self.resumes = resumes
         #: An entity's starting topics, computed once and shared by all its sockets.
         self._topics: dict[str, tuple[list[str], frozenset[str]]] = {}
+        #: Sockets out of the hub whose leave hooks are still running.
+        self._closing = 0
+
+    async def settled(self, within: float) -> bool:
+        """Wait (at most ``within`` s) until every socket has closed and its hooks have run:
+        a stopping node's last step before its features stop. True when all have."""
+        deadline = time.monotonic() + within
+        while len(self.hub) or self._closing:
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     def _starting_topics(self, spec: EntitySpec) -> tuple[list[str], frozenset[str]]:
         found = self._topics.get(spec.name)
@@ -107,8 +121,12 @@ class SocketLifecycle:
     async def close(self, session: Session) -> None:
         """The socket ended: out of the hub first (it receives nothing more), then the hooks."""
         self.hub.remove(session)
-        for feature in self.features:
-            try:
-                await feature.leave(session)
-            except Exception:
-                log.exception("leave hook failed", extra={"feature": type(feature).__name__})
+        self._closing += 1
+        try:
+            for feature in self.features:
+                try:
+                    await feature.leave(session)
+                except Exception:
+                    log.exception("leave hook failed", extra={"feature": type(feature).__name__})
+        finally:
+            self._closing -= 1
