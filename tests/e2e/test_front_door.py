@@ -158,6 +158,10 @@ async def test_the_front_door_answers_as_aiohttp_does(both: Pair) -> None:
         upgrade_request(f"/ws/tables/main/{good}").replace(b"Version: 13", b"Version: 12"),
         upgrade_request(f"/ws/tables/main/{good}").replace(b"Upgrade: websocket", b"Upgrade: h2c"),
         f"GET /ws/tables/main/{good} HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        upgrade_request(f"/ws/tables/main/{good}", extra="Content-Length: 0\r\nContent-Length: 5\r\n"),
+        upgrade_request(f"/ws/tables/main/{good}", extra="Host: y\r\n"),
+        upgrade_request(f"/ws/tables/main/{good}").replace(b"Host: x\r\n", b""),
+        upgrade_request(f"/ws/tables/main/{good}", extra="Transfer-Encoding: chunked\r\n"),
         b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
     ]
     for request in cases:
@@ -198,15 +202,26 @@ async def test_a_head_in_pieces_and_bytes_after_it(both: Pair) -> None:
         assert (await client.message())["topic"] == "system.pong"
     finally:
         client.close()
-    # A frame in the same write as the head (a client should wait for the 101): still answered.
-    client = await Raw.open(door.port)
-    try:
-        await client.send(upgrade_request(f"/ws/tables/main/{token()}") + masked(1, b'{"action":"ping"}'))
-        assert (await client.head())[0] == 101
-        topics = {(await client.message())["topic"], (await client.message())["topic"]}
-        assert topics == {"system.connected", "system.pong"}
-    finally:
-        client.close()
+    # Frames before the 101 (a client should wait for it), in the head's write or just after
+    # it: answered, and never ahead of the 101.
+    for split in (False, True):
+        client = await Raw.open(door.port)
+        try:
+            head = upgrade_request(f"/ws/tables/main/{token()}")
+            frames = masked(9, b"early") + masked(1, b'{"action":"ping"}')
+            if split:
+                client.writer.write(head)
+                await asyncio.sleep(0)
+                client.writer.write(frames)
+            else:
+                client.writer.write(head + frames)
+            assert (await client.head())[0] == 101
+            got = [await client.frame() for _ in range(3)]
+            assert (10, b"early") in got
+            texts = {orjson.loads(payload)["topic"] for opcode, payload in got if opcode == 1}
+            assert texts == {"system.connected", "system.pong"}
+        finally:
+            client.close()
 
 
 async def test_pings_are_answered_and_close_frames_echoed(both: Pair) -> None:
@@ -279,3 +294,40 @@ async def test_silence_before_the_head_and_after_a_ping_is_ended(
         finally:
             for client in (silent, deaf, lively):
                 client.close()
+
+
+@pytest.mark.parametrize("v2", [False, True])
+async def test_a_bad_frame_ends_the_socket(both: Pair, v2: bool) -> None:
+    """Invalid UTF-8 in a text frame: 1007 and the connection ends, before authenticating too."""
+    door, _ = both
+    client = await Raw.open(door.port)
+    try:
+        if v2:
+            await client.send(
+                upgrade_request("/ws/tables/main", extra="Sec-WebSocket-Protocol: mesaya.v2\r\n")
+            )
+            assert (await client.head())[0] == 101
+        else:
+            await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
+            assert (await client.head())[0] == 101
+            await client.message()
+        await client.send(masked(1, b"\xff\xfe\xfd"))
+        opcode, payload = await client.frame()
+        assert opcode == 8
+        assert struct.unpack("!H", payload[:2])[0] == 1007
+        assert await client.closed_by_server(3)
+    finally:
+        client.close()
+    # The session has left the hub (its end ran to completion): /health counts no socket.
+    deadline = time.monotonic() + 5
+    while True:
+        client = await Raw.open(door.port)
+        try:
+            await client.send(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            _, body = await client.response()
+        finally:
+            client.close()
+        if body["sockets"] == 0:
+            break
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.05)

@@ -22,6 +22,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -51,6 +52,8 @@ from mesaya_realtime.interface.websocket import ExpiryHeap, SocketConnection, We
 
 __all__ = ["DirectWebSocket", "FrontDoor", "FrontDoorSite"]
 
+log = logging.getLogger(__name__)
+
 #: The longest request head the front door reads; a longer one is aiohttp's to answer.
 MAX_HEAD = 8190
 #: Bytes a client may send before its upgrade is answered (it should send none).
@@ -63,6 +66,23 @@ _HEAD = re.compile(
     rb"((?:\r\n[!#$&'*.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*)*)"
 )
 _CLOSE_TIMEOUT = 10.0
+#: Header lines a head may have (aiohttp's limit is 128); more go to aiohttp.
+_MAX_HEADERS = 100
+#: aiohttp's SINGLETON_HEADERS: a repeated one is a 400, from aiohttp.
+_SINGLETON_HEADERS = frozenset(
+    {
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
 
 
 class _Headers(dict[str, str]):
@@ -97,7 +117,7 @@ class FrontDoor(asyncio.Protocol):
 
     def __init__(self, door: _Door) -> None:
         self._door = door
-        self._buffer = b""
+        self._buffer: bytes | bytearray = b""
         self._head_end = 0
         self._key = ""
         self._remote: str | None = None
@@ -117,20 +137,29 @@ class FrontDoor(asyncio.Protocol):
         self._door.reap_soon()
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        self._buffer = buffer
         if self._state != "reading":
             # Sent before the 101 (a client should not): kept for the socket, bounded.
-            if len(buffer) - self._head_end > _MAX_EARLY and self.transport is not None:
+            self._buffer += data
+            if len(self._buffer) - self._head_end > _MAX_EARLY and self.transport is not None:
                 self.transport.pause_reading()
             return
-        end = buffer.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
+        start = 0
+        if self._buffer:  # a head in pieces: gathered in a bytearray, searched from the seam
+            start = max(0, len(self._buffer) - 3)
+            self._buffer += data
+            buffer: bytes | bytearray = self._buffer
+        else:
+            buffer = data
+        end = buffer.find(b"\r\n\r\n", start, MAX_HEAD + 4)
         if end < 0:
+            if not self._buffer:
+                self._buffer = bytearray(data)
             if len(buffer) > MAX_HEAD:
                 self._hand_over()
             return
+        self._buffer = buffer = bytes(buffer)
         self._door.waiting.pop(self, None)
-        if end + 4 != len(buffer) or not self._parse(buffer, end):
+        if self._door.stopping or end + 4 != len(buffer) or not self._parse(buffer, end):
             self._hand_over()
             return
         self._head_end = end + 4
@@ -139,7 +168,18 @@ class FrontDoor(asyncio.Protocol):
         gate = entity_gate(door.services, self.match_info["entity"], self.match_info["section"])
         task = door.loop.create_task(drive_socket(self, door.services, token_from(self), gate))
         door.tasks.add(task)
-        task.add_done_callback(door.tasks.discard)
+        task.add_done_callback(self._driven)
+
+    def _driven(self, task: asyncio.Task[None]) -> None:
+        """The driver ended: a failure is logged and its connection dropped (aiohttp would
+        have answered 500 and closed)."""
+        self._door.tasks.discard(task)
+        error = None if task.cancelled() else task.exception()
+        transport = self.transport
+        if error is not None:
+            log.error("socket driver failed", exc_info=error)
+        if transport is not None and self._state != "handed" and (error is not None or task.cancelled()):
+            transport.abort()
 
     def eof_received(self) -> bool | None:
         return None
@@ -162,15 +202,22 @@ class FrontDoor(asyncio.Protocol):
         if len(parts) not in (4, 5) or parts[2] == "analytics" or (len(parts) == 5 and not parts[4]):
             return False  # another route (or none): aiohttp's router decides
         headers = _Headers()
-        for line in match.group(3).split(b"\r\n")[1:]:
+        lines = match.group(3).split(b"\r\n")
+        if len(lines) > _MAX_HEADERS:
+            return False
+        for line in lines[1:]:
             name, _, value = line.partition(b":")
-            headers.setdefault(name.decode().lower(), value.strip(b" \t").decode())
+            key = name.decode().lower()
+            if key in headers and key in _SINGLETON_HEADERS:
+                return False  # aiohttp refuses a repeated singleton (400): it answers that
+            headers.setdefault(key, value.strip(b" \t").decode())
         if (
-            headers.get("upgrade", "").lower().strip() != "websocket"
+            "host" not in headers
+            or "content-length" in headers
+            or "transfer-encoding" in headers
+            or headers.get("upgrade", "").lower().strip() != "websocket"
             or "upgrade" not in (part.strip().lower() for part in headers.get("connection", "").split(","))
             or headers.get("sec-websocket-version", "") not in ("13", "8")
-            or headers.get("content-length", "0") != "0"
-            or "transfer-encoding" in headers
         ):
             return False
         key = headers.get("sec-websocket-key", "")
@@ -208,7 +255,7 @@ class FrontDoor(asyncio.Protocol):
         handler.connection_made(transport)
         transport.resume_reading()
         if buffer:
-            handler.data_received(buffer)
+            handler.data_received(bytes(buffer))
 
     # -- SocketRequest ---------------------------------------------------------------------
 
@@ -259,7 +306,7 @@ class FrontDoor(asyncio.Protocol):
         door = self._door
         services = door.services
         ws = DirectWebSocket(door.loop, services.max_message_bytes + 1, heartbeat_of(services))
-        early = self._buffer[self._head_end :]
+        early = bytes(self._buffer[self._head_end :])
         self._buffer = b""
         self.headers = _NO_HEADERS  # the socket lives on; the head is not needed
         self._remote = remote
@@ -283,6 +330,9 @@ class FrontDoor(asyncio.Protocol):
 
         ws.on_unmasked = unmasked
         if early:
+            # Frames sent before the 101 (a client should wait for it): the 101 goes first,
+            # so that no answer to them can overtake it.
+            connection.flush()
             ws.data_received(early)
         return ws, connection
 
@@ -367,7 +417,7 @@ class DirectWebSocket(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._flow = _Reading()
         self._queue = WebSocketDataQueue(self._flow, 2**16, loop=loop)  # type: ignore[arg-type]
-        self._reader: MaskedFramesOnly | _Closed = MaskedFramesOnly(
+        self._reader: MaskedFramesOnly | _Closed | Any = MaskedFramesOnly(
             WebSocketReader(self._queue, max_msg_size, compress=False, decode_text=True), self._unmasked
         )
         self._close_code: int | None = None
@@ -403,10 +453,12 @@ class DirectWebSocket(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_heartbeat()
-        self._reader.feed_eof()
-        # What is left (queued messages, the end) is read from the queue; the rest lets go,
-        # so that nothing of a closed socket is held in a cycle.
-        self._reader = _CLOSED_READER
+        reader = self._reader
+        reader.feed_eof()
+        # What is left (queued messages, a stalled reader's stash, the end) is read from the
+        # queue through aiohttp's reader; the guard in front of it (its callback refers back
+        # to this socket) lets go, so that nothing of a closed socket is held in a cycle.
+        self._reader = reader.inner if isinstance(reader, MaskedFramesOnly) else _CLOSED_READER
         self.on_unmasked = None
         self.transport = self._flow.transport = None
 
@@ -460,7 +512,13 @@ class DirectWebSocket(asyncio.Protocol):
                 return WS_CLOSING_MESSAGE
             self._waiting = True
             try:
-                message = await self._queue.read()
+                try:
+                    message = await self._queue.read()
+                finally:
+                    # Before any close() below, which waits for this when it sees _waiting.
+                    self._waiting = False
+                    if self._close_wait is not None and not self._close_wait.done():
+                        self._close_wait.set_result(None)
             except EofStream:
                 self._close_code = 1000
                 await self.close()
@@ -474,10 +532,6 @@ class DirectWebSocket(asyncio.Protocol):
                 self._close_code = 1006
                 await self.close()
                 return WSMessage(WSMsgType.ERROR, error, None)
-            finally:
-                self._waiting = False
-                if self._close_wait is not None and not self._close_wait.done():
-                    self._close_wait.set_result(None)
             kind = message.type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                 return message
@@ -509,7 +563,8 @@ class DirectWebSocket(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return True
-        transport.write(_control_frame(0x8, code.to_bytes(2, "big") + message[:123]))
+        reason = message[:123].decode("utf-8", "ignore").encode()  # never half a character
+        transport.write(_control_frame(0x8, code.to_bytes(2, "big") + reason))
         if self._waiting:
             # receive() is waiting in another task: it returns CLOSING, then this goes on.
             self._close_wait = self._loop.create_future()
@@ -549,6 +604,7 @@ class _Door:
         "loop",
         "scheduler",
         "services",
+        "stopping",
         "tasks",
         "waiting",
     )
@@ -564,6 +620,8 @@ class _Door:
         self.waiting: dict[FrontDoor, float] = {}
         #: The drivers running (a task the loop does not reference must be kept).
         self.tasks: set[asyncio.Task[None]] = set()
+        #: The site stopped: heads still to come go to aiohttp (which is shutting down too).
+        self.stopping = False
         self._reaper: asyncio.TimerHandle | None = None
 
     def __call__(self) -> FrontDoor:
@@ -589,11 +647,20 @@ class _Door:
         if waiting:
             self.reap_soon()
 
+    def stop(self) -> None:
+        """The site stops listening: connections without a head yet are closed."""
+        self.stopping = True
+        for door in list(self.waiting):
+            door._state = "lost"
+            if door.transport is not None:
+                door.transport.close()
+        self.waiting.clear()
+
 
 class FrontDoorSite(web.TCPSite):
     """aiohttp's TCP site with a :class:`FrontDoor` on every connection."""
 
-    __slots__ = ("_app", "_handshake_timeout")
+    __slots__ = ("_app", "_door", "_handshake_timeout")
 
     def __init__(
         self, runner: web.AppRunner, host: str, port: int, *, handshake_timeout: float, **kwargs: Any
@@ -601,19 +668,26 @@ class FrontDoorSite(web.TCPSite):
         super().__init__(runner, host, port, **kwargs)
         self._app = runner.app
         self._handshake_timeout = handshake_timeout
+        self._door: _Door | None = None
 
     async def start(self) -> None:
         await web.BaseSite.start(self)
         server = self._runner.server
         assert server is not None  # the runner is set up
-        door = _Door(self._app, server, self._handshake_timeout)
+        door = self._door = _Door(self._app, server, self._handshake_timeout)
         self._server = await asyncio.get_running_loop().create_server(
             door,
             self._host,
             self._port,
+            ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
+
+    async def stop(self) -> None:
+        if self._door is not None:
+            self._door.stop()
+        await super().stop()

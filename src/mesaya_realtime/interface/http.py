@@ -101,6 +101,8 @@ class GatewayServices:
     auth_timeout: float = 5.0
     #: v2 sockets upgraded and not yet admitted (they count against ``max_connections``).
     authenticating: int = 0
+    #: The node is stopping: its sockets were told 1001, and any admitted later is closed so.
+    stopping: bool = False
     #: ``GET /asyncapi.json``: the AsyncAPI document of this node's routes (interface/asyncapi.py).
     description: dict[str, object] = field(default_factory=dict)
 
@@ -528,6 +530,9 @@ async def _run(
     hello: Hello,
 ) -> None:
     """Open the session (the application's lifecycle), run it, close it."""
+    if services.stopping:
+        await _close(ws, 1001, "server shutting down")
+        return
     session = opener(connection, hello)
     try:
         await serve_session(
@@ -696,10 +701,13 @@ def create_app(
 
     async def close_sockets(app: web.Application) -> None:
         # Going away (1001): clients reconnect, through the load balancer, to another node.
+        services.stopping = True  # a socket admitted from now on is closed at once (_run)
         for session in services.hub.all_sessions():
             session.connection.close(1001, "server shutting down")
-        # aiohttp waits for its own handlers; the front door's sockets are waited for here.
-        await services.sockets.settled(5.0)
+        # aiohttp waits for its own handlers; the front door's sockets are waited for here:
+        # those still authenticating (v2: at most WS_AUTH_TIMEOUT), then every leave hook.
+        if not await services.sockets.settled(5.0, also=lambda: services.authenticating):
+            log.warning("sockets still closing at shutdown", extra={"sockets": len(services.hub)})
 
     app.on_startup.append(start_scheduler)
     app.on_shutdown.append(close_sockets)

@@ -66,6 +66,11 @@ class MaskedFramesOnly:
     def feed_eof(self) -> Any:
         return self._inner.feed_eof()
 
+    @property
+    def inner(self) -> Any:
+        """The wrapped reader."""
+        return self._inner
+
     def _all_masked(self, data: bytes) -> bool:
         position, size = 0, len(data)
         while position < size:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from mesaya_realtime.application.ports.connections import Connection
 from mesaya_realtime.application.usecases.features import Feature
@@ -47,11 +47,12 @@ class SocketLifecycle:
         #: Sockets out of the hub whose leave hooks are still running.
         self._closing = 0
 
-    async def settled(self, within: float) -> bool:
-        """Wait (at most ``within`` s) until every socket has closed and its hooks have run:
-        a stopping node's last step before its features stop. True when all have."""
+    async def settled(self, within: float, also: Callable[[], int] = lambda: 0) -> bool:
+        """Wait (at most ``within`` s) until every socket has closed and its hooks have run,
+        and ``also`` (sockets not yet in the hub) says none: a stopping node's last step
+        before its features stop. True when all have."""
         deadline = time.monotonic() + within
-        while len(self.hub) or self._closing:
+        while len(self.hub) or self._closing or also():
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.01)
