@@ -11,6 +11,7 @@ Every message a socket receives is one JSON text frame with the keys ``topic``, 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,8 +62,21 @@ def format_timestamp(moment: datetime) -> str:
     return _trim_fraction(moment.astimezone(UTC).replace(tzinfo=None).isoformat())
 
 
+#: The whole second :func:`now_timestamp` printed last, and its text up to the seconds.
+_SECOND: list[Any] = [-1, ""]
+
+
 def now_timestamp() -> str:
-    return format_timestamp(datetime.now(UTC))
+    """Now, as :func:`format_timestamp` prints it; the date and time of day are formatted
+    once per second (every greeting and pong carries a timestamp)."""
+    now = time.time()
+    second = int(now)
+    cached = _SECOND
+    if cached[0] != second:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        cached[0] = second
+    fraction = f"{int((now - second) * 1_000_000):06d}".rstrip("0")
+    return f"{cached[1]}.{fraction}Z" if fraction else f"{cached[1]}Z"
 
 
 def parse_timestamp(value: object) -> str | None:

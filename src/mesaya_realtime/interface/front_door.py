@@ -59,11 +59,17 @@ MAX_HEAD = 8190
 #: Bytes a client may send before its upgrade is answered (it should send none).
 _MAX_EARLY = 64 * 1024
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#: An upgrade request the front door takes: a GET of a plain ``/ws/`` path (no ``%``, braces,
-#: ``+`` or fragment) with printable header lines. Anything else does not match and goes on.
-_HEAD = re.compile(
+#: The request line the front door takes: a GET of a plain ``/ws/`` path (no ``%``, braces,
+#: ``+`` or fragment) over HTTP/1.1. Anything else does not match and goes on.
+_REQUEST_LINE = re.compile(
     rb"GET (/ws/[^ ?#%{}\x00-\x20\x7f-\xff]*)(?:\?([^ #%+\x00-\x20\x7f-\xff]*))? HTTP/1\.1"
-    rb"((?:\r\n[!#$&'*.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*)*)"
+)
+#: The bytes a header block may hold (deleted, nothing may be left): printable ASCII, tab, CRLF.
+_FIELD_BYTES = bytes([9, 10, 13, *range(0x20, 0x7F)])
+#: The characters of a header name (RFC 9110 token, without the ``%`` and ``+`` the front door
+#: leaves to aiohttp), mapped to None: a name is valid when nothing is left of it.
+_TOKEN_CHARS = str.maketrans(
+    dict.fromkeys("!#$&'*.^_`|~-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 )
 _CLOSE_TIMEOUT = 10.0
 #: Header lines a head may have (aiohttp's limit is 128); more go to aiohttp.
@@ -194,30 +200,40 @@ class FrontDoor(asyncio.Protocol):
 
     def _parse(self, buffer: bytes, end: int) -> bool:
         """Read an upgrade request for the entity route; False for anything else."""
-        match = _HEAD.fullmatch(buffer, 0, end)
-        if match is None:
+        line_end = buffer.find(b"\r\n", 0, end)
+        match = _REQUEST_LINE.fullmatch(buffer, 0, line_end)
+        if line_end < 0 or match is None:
             return False
         path = match.group(1).decode()
         parts = path.split("/")
         if len(parts) not in (4, 5) or parts[2] == "analytics" or (len(parts) == 5 and not parts[4]):
             return False  # another route (or none): aiohttp's router decides
-        headers = _Headers()
-        lines = match.group(3).split(b"\r\n")
-        if len(lines) > _MAX_HEADERS:
+        block = buffer[line_end + 2 : end]
+        # Printable ASCII, tabs and CRLF line ends only (no bare CR or LF, no obs-fold).
+        crlf = block.count(b"\r\n")
+        if block.translate(None, _FIELD_BYTES) or block.count(b"\r") != crlf or block.count(b"\n") != crlf:
             return False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            key = name.decode().lower()
-            if key in headers and key in _SINGLETON_HEADERS:
-                return False  # aiohttp refuses a repeated singleton (400): it answers that
-            headers.setdefault(key, value.strip(b" \t").decode())
+        if crlf >= _MAX_HEADERS:
+            return False
+        headers = _Headers()
+        for line in block.decode("ascii").split("\r\n"):
+            name, colon, value = line.partition(":")
+            if not colon or not name or name.translate(_TOKEN_CHARS):
+                return False  # not a header line aiohttp would read alike
+            key = name.lower()
+            if key in headers:
+                if key in _SINGLETON_HEADERS:
+                    return False  # aiohttp refuses a repeated singleton (400): it answers that
+                continue  # the first one counts, as aiohttp's headers.get
+            headers[key] = value.strip(" \t")
+        get = dict.get
         if (
             "host" not in headers
             or "content-length" in headers
             or "transfer-encoding" in headers
-            or headers.get("upgrade", "").lower().strip() != "websocket"
-            or "upgrade" not in (part.strip().lower() for part in headers.get("connection", "").split(","))
-            or headers.get("sec-websocket-version", "") not in ("13", "8")
+            or get(headers, "upgrade", "").lower().strip() != "websocket"
+            or "upgrade" not in (part.strip().lower() for part in get(headers, "connection", "").split(","))
+            or get(headers, "sec-websocket-version", "") not in ("13", "8")
         ):
             return False
         key = headers.get("sec-websocket-key", "")
@@ -294,7 +310,6 @@ class FrontDoor(asyncio.Protocol):
         if transport is None or transport.is_closing():
             self._state = "lost"
             return None
-        remote = self.remote  # kept for the log line at the end
         accept = base64.b64encode(hashlib.sha1(self._key.encode() + _GUID).digest())
         response = (
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n"
@@ -309,7 +324,6 @@ class FrontDoor(asyncio.Protocol):
         early = bytes(self._buffer[self._head_end :])
         self._buffer = b""
         self.headers = _NO_HEADERS  # the socket lives on; the head is not needed
-        self._remote = remote
         self._state = "upgraded"
         transport.set_protocol(ws)
         ws.connection_made(transport)
