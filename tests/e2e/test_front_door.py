@@ -56,6 +56,22 @@ class Raw:
     async def open(cls, port: int) -> Raw:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
+    @classmethod
+    async def upgraded(cls, port: int) -> Raw:
+        """A v1 tables socket past its 101 and ``system.connected``."""
+        client = await cls.open(port)
+        await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
+        assert (await client.head())[0] == 101
+        assert (await client.message())["topic"] == "system.connected"
+        return client
+
+    async def close_code(self) -> int:
+        """The code of the next frame, which must be a close frame."""
+        opcode, payload = await self.frame()
+        assert opcode == 8, (opcode, payload)
+        code: int = struct.unpack("!H", payload[:2])[0]
+        return code
+
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
         await self.writer.drain()
@@ -226,17 +242,12 @@ async def test_a_head_in_pieces_and_bytes_after_it(both: Pair) -> None:
 
 async def test_pings_are_answered_and_close_frames_echoed(both: Pair) -> None:
     door, _ = both
-    client = await Raw.open(door.port)
+    client = await Raw.upgraded(door.port)
     try:
-        await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
-        assert (await client.head())[0] == 101
-        await client.message()
         await client.send(masked(9, b"hello"))
         assert await client.frame() == (10, b"hello")
         await client.send(masked(8, struct.pack("!H", 1000) + b"bye"))
-        opcode, payload = await client.frame()
-        assert opcode == 8
-        assert struct.unpack("!H", payload[:2])[0] == 1000
+        assert await client.close_code() == 1000
         assert await client.closed_by_server(5)
     finally:
         client.close()
@@ -244,15 +255,10 @@ async def test_pings_are_answered_and_close_frames_echoed(both: Pair) -> None:
 
 async def test_an_unmasked_frame_is_1002(both: Pair) -> None:
     door, _ = both
-    client = await Raw.open(door.port)
+    client = await Raw.upgraded(door.port)
     try:
-        await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
-        assert (await client.head())[0] == 101
-        await client.message()
         await client.send(bytes((0x81, 2)) + b"{}")
-        opcode, payload = await client.frame()
-        assert opcode == 8
-        assert struct.unpack("!H", payload[:2])[0] == 1002
+        assert await client.close_code() == 1002
     finally:
         client.close()
 
@@ -263,14 +269,9 @@ async def test_silence_before_the_head_and_after_a_ping_is_ended(
     env = gateway_env(upstream.url, WS_HANDSHAKE_TIMEOUT="1", WS_HEARTBEAT="1")
     with running_gateway(env, tmp_path) as gateway:
         silent = await Raw.open(gateway.port)
-        deaf = await Raw.open(gateway.port)
-        lively = await Raw.open(gateway.port)
+        deaf = await Raw.upgraded(gateway.port)
+        lively = await Raw.upgraded(gateway.port)
         try:
-            for client in (deaf, lively):
-                await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
-                assert (await client.head())[0] == 101
-                await client.message()
-
             texts: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
             async def keep_answering() -> None:
@@ -300,21 +301,15 @@ async def test_silence_before_the_head_and_after_a_ping_is_ended(
 async def test_a_bad_frame_ends_the_socket(both: Pair, v2: bool) -> None:
     """Invalid UTF-8 in a text frame: 1007 and the connection ends, before authenticating too."""
     door, _ = both
-    client = await Raw.open(door.port)
+    if v2:
+        client = await Raw.open(door.port)
+        await client.send(upgrade_request("/ws/tables/main", extra="Sec-WebSocket-Protocol: mesaya.v2\r\n"))
+        assert (await client.head())[0] == 101
+    else:
+        client = await Raw.upgraded(door.port)
     try:
-        if v2:
-            await client.send(
-                upgrade_request("/ws/tables/main", extra="Sec-WebSocket-Protocol: mesaya.v2\r\n")
-            )
-            assert (await client.head())[0] == 101
-        else:
-            await client.send(upgrade_request(f"/ws/tables/main/{token()}"))
-            assert (await client.head())[0] == 101
-            await client.message()
         await client.send(masked(1, b"\xff\xfe\xfd"))
-        opcode, payload = await client.frame()
-        assert opcode == 8
-        assert struct.unpack("!H", payload[:2])[0] == 1007
+        assert await client.close_code() == 1007
         assert await client.closed_by_server(3)
     finally:
         client.close()
