@@ -161,7 +161,14 @@ async def test_a_client_that_drops_resumes_on_the_other_node_without_loss_or_dup
     assert await back.barrier() == []
 
     # The replayed cursors are positions too: resuming again from the last replayed event's
-    # cursor, on A this time, brings exactly the events after it.
+    # cursor, on A this time, brings exactly the events after it. First a sentinel per
+    # partition read on A: A has read those events too (a node replays what it has read).
+    watcher_a = await EventClient.connect(http, a.ws_url, "tables", f"{p}-watch-a", make_token("w"), prefix=p)
+    for n in range(3):
+        payload, _ = ks.table_event("updated", f"{p}-wa-t{n}", f"{p}-watch-a", number=n)
+        producer.send(TABLES, payload, partition=n)
+    producer.flush()
+    assert sorted([number_of(await watcher_a.next_event()) for _ in range(3)]) == [0, 1, 2]
     third = await V2Client.connect(http, f"{a.ws_url}/ws/tables/{mine}?since={replayed[-1]['cursor']}", p)
     await third.ws.send_str(orjson.dumps({"action": "authenticate", "payload": {"token": token}}).decode())
     assert (await third.next())["topic"] == "system.connected"
@@ -174,6 +181,7 @@ async def test_a_client_that_drops_resumes_on_the_other_node_without_loss_or_dup
     for done in (back, third):
         await done.close()
     await watcher.close()
+    await watcher_a.close()
 
 
 async def test_a_cursor_older_than_resume_max_age_is_not_recovered(
