@@ -384,21 +384,6 @@ class _Reading:
             self.transport.resume_reading()
 
 
-class _Closed:
-    """The frame reader of a socket whose connection is gone."""
-
-    __slots__ = ()
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        return True, b""
-
-    def feed_eof(self) -> None:
-        return None
-
-
-_CLOSED_READER = _Closed()
-
-
 class DirectWebSocket(asyncio.Protocol):
     """An upgraded socket of the front door: what :func:`drive_socket` and
     :class:`SocketConnection` use of aiohttp's ``WebSocketResponse`` (``receive``, ``close``,
@@ -431,7 +416,7 @@ class DirectWebSocket(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._flow = _Reading()
         self._queue = WebSocketDataQueue(self._flow, 2**16, loop=loop)  # type: ignore[arg-type]
-        self._reader: MaskedFramesOnly | _Closed | Any = MaskedFramesOnly(
+        self._reader: Any = MaskedFramesOnly(
             WebSocketReader(self._queue, max_msg_size, compress=False, decode_text=True), self._unmasked
         )
         self._close_code: int | None = None
@@ -472,7 +457,8 @@ class DirectWebSocket(asyncio.Protocol):
         # What is left (queued messages, a stalled reader's stash, the end) is read from the
         # queue through aiohttp's reader; the guard in front of it (its callback refers back
         # to this socket) lets go, so that nothing of a closed socket is held in a cycle.
-        self._reader = reader.inner if isinstance(reader, MaskedFramesOnly) else _CLOSED_READER
+        if isinstance(reader, MaskedFramesOnly):
+            self._reader = reader.inner
         self.on_unmasked = None
         self.transport = self._flow.transport = None
 
